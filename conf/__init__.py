@@ -1,0 +1,1 @@
+"""Hydra configs of sparsetrain, shipped as the package ``sparsetrain.conf``."""

@@ -1,0 +1,16 @@
+"""Gradient compressors: what one logical worker sends each step.
+
+A compressor is chosen by config (``compressor=topk``) or by class path
+(``compressor._target_=mypkg.MyCompressor``). To add one, subclass
+:class:`~sparsetrain.compressors.base.SparseCompressor` and implement ``select``; error feedback,
+the exchange and the byte accounting come with it.
+"""
+
+from sparsetrain.compressors.base import Compressor, Payload, SparseCompressor, density_to_k
+from sparsetrain.compressors.dense import Dense
+from sparsetrain.compressors.topk import TopK
+
+__all__ = [
+    "Compressor", "Payload", "SparseCompressor", "density_to_k",
+    "Dense", "TopK",
+]

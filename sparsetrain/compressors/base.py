@@ -1,0 +1,134 @@
+"""The compressor interface and error feedback, written once for every sparse compressor.
+
+Error feedback (Stich et al. 2018, "Sparsified SGD with Memory"; ALGORITHMS.md): each logical
+worker keeps a residual ``e`` (d floats, zero at the start) and every step
+
+    a = g + e          accumulated gradient
+    I = select(a)      compressor-specific index set
+    s = a[I]           what is sent: values a[I] and indices I
+    e = a - s          a with the entries of I zeroed
+
+so ``s + e_new == g + e_old`` holds exactly (both sides are the same float32 tensor ``a``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+__all__ = ["Compressor", "Payload", "SparseCompressor", "density_to_k"]
+
+
+def density_to_k(ratio: float, dim: int) -> int:
+    """Entries kept at density ``ratio`` = k/d: ``k = max(1, floor(ratio * d))`` (ALGORITHMS.md).
+
+    The small tolerance keeps ``ratio * d`` that is an integer in exact arithmetic (0.6 * 100)
+    from rounding down by one in floating point.
+    """
+    return max(1, min(dim, math.floor(ratio * dim + 1e-9)))
+
+
+@dataclass
+class Payload:
+    """What one logical worker contributes to the exchange this step.
+
+    ``indices is None`` means a dense gradient (``values`` has d entries); otherwise ``values``
+    (float32) and ``indices`` (int64, distinct) have the same length, possibly zero.
+    """
+
+    values: torch.Tensor
+    indices: torch.Tensor | None = None
+
+    @property
+    def count(self) -> int:
+        return self.values.numel()
+
+
+class Compressor:
+    """One logical worker's compressor.
+
+    Constructed by the trainer as ``cls(dim=..., ratio=..., worker=..., num_workers=..., seed=...,
+    device=..., **config)``, once per logical worker, so every worker has its own state.
+
+    Class attributes tell the exchange how to move the payloads:
+      * ``dense``: the payload is the whole gradient (all-reduce) instead of (values, indices).
+      * ``fixed_count``: every call returns exactly ``self.k`` entries, so the exchange can skip
+        gathering the counts first.
+    """
+
+    dense: ClassVar[bool] = False
+    fixed_count: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        dim: int,
+        ratio: float,
+        *,
+        worker: int = 0,
+        num_workers: int = 1,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if not 0 < ratio <= 1:
+            raise ValueError(f"ratio must be in (0, 1], got {ratio}")
+        self.dim = dim
+        self.ratio = ratio
+        self.k = density_to_k(ratio, dim)
+        self.worker = worker
+        self.num_workers = num_workers
+        self.seed = seed
+        self.device = torch.device(device)
+
+    def compress(self, grad: torch.Tensor, step: int) -> Payload:
+        """Return what this worker sends for its flat local gradient ``grad`` (d float32)."""
+        raise NotImplementedError
+
+    def observe(self, aggregate: torch.Tensor) -> None:
+        """See this step's averaged gradient ``gbar`` (d floats) after the exchange.
+
+        A no-op by default; RegTop-k uses it to remember the previous aggregate.
+        """
+
+    def state_dict(self) -> dict[str, Any]:
+        """Tensors and counters that a checkpoint must keep to resume this worker exactly."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            current = getattr(self, name)
+            if isinstance(current, torch.Tensor):
+                current.copy_(value)
+            else:
+                setattr(self, name, value)
+
+
+class SparseCompressor(Compressor):
+    """A compressor that sends (values, indices) and keeps the rest as a residual.
+
+    Subclasses implement only :meth:`select`. :meth:`compress` applies error feedback in place on
+    the residual buffer: one d-sized state, no d-sized temporary of its own.
+    """
+
+    def __init__(self, dim: int, ratio: float, **kwargs: Any) -> None:
+        super().__init__(dim, ratio, **kwargs)
+        self.residual = torch.zeros(dim, dtype=torch.float32, device=self.device)
+
+    def select(self, acc: torch.Tensor, step: int) -> torch.Tensor:
+        """Indices (int64, distinct) of the entries of the accumulated gradient ``acc`` to send.
+
+        ``acc`` is the residual buffer itself: read it, never write it.
+        """
+        raise NotImplementedError
+
+    def compress(self, grad: torch.Tensor, step: int) -> Payload:
+        acc = self.residual.add_(grad)
+        indices = self.select(acc, step)
+        values = acc[indices]
+        acc[indices] = 0
+        return Payload(values, indices)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"residual": self.residual}

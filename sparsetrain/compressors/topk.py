@@ -1,0 +1,21 @@
+"""Top-k sparsification with error feedback (Aji & Heafield 2017; Stich et al. 2018)."""
+
+from __future__ import annotations
+
+import torch
+
+from sparsetrain.compressors.base import SparseCompressor
+from sparsetrain.compressors.selection import topk_indices
+
+__all__ = ["TopK"]
+
+
+class TopK(SparseCompressor):
+    """Sends the k entries of largest magnitude of ``a = g + e``: ``I = argtop_k |a|``.
+
+    Exactly k entries every step (8k payload bytes: fp32 value + int32 index). Ties at the k-th
+    magnitude go to the lowest index (:func:`~sparsetrain.compressors.selection.topk_indices`).
+    """
+
+    def select(self, acc: torch.Tensor, step: int) -> torch.Tensor:
+        return topk_indices(acc.abs(), self.k)

@@ -1,0 +1,82 @@
+"""Run outputs: metrics.jsonl, TensorBoard event files and summary.json, written by rank 0 only.
+
+Other ranks get a :class:`NullLogger`, so the loop has no ``if rank == 0``. Metric keys are the
+TensorBoard tags and the JSON keys alike (``train/loss``, ``comm/bytes_sent``, ...). Every line of
+metrics.jsonl is flushed as it is written, so an interrupted run keeps what it measured.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MetricsLogger", "NullLogger", "write_json_atomic", "read_metrics", "SUMMARY", "METRICS"]
+
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+
+
+def _finite_or_none(value: float) -> float | None:
+    """JSON has no NaN/Infinity: non-finite values are written as null."""
+    return value if math.isfinite(value) else None
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename, so readers never see half."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def read_metrics(run_dir: Path | str) -> list[dict[str, Any]]:
+    """The records of a run's metrics.jsonl, in order."""
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class NullLogger:
+    """What every rank but 0 logs with: nothing."""
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        pass
+
+    def close(self, summary: dict[str, Any]) -> None:
+        pass
+
+
+class MetricsLogger(NullLogger):
+    """Appends one JSON object per logged step and mirrors every value to TensorBoard."""
+
+    def __init__(self, run_dir: Path | str, tensorboard: bool = True) -> None:
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._jsonl = open(self.run_dir / METRICS, "w", buffering=1)
+        self._writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(self.run_dir))
+        self.last: dict[str, float] = {}
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        self.last = dict(metrics)
+        record = {"step": step, **{k: _finite_or_none(v) for k, v in metrics.items()}}
+        self._jsonl.write(json.dumps(record) + "\n")
+        if self._writer is not None:
+            for key, value in metrics.items():
+                if math.isfinite(value):
+                    self._writer.add_scalar(key, value, step)
+
+    def close(self, summary: dict[str, Any]) -> None:
+        """Flush everything and write summary.json: ``summary`` plus the final value of every metric
+        (top-level keys, named as in metrics.jsonl)."""
+        self._jsonl.close()
+        if self._writer is not None:
+            self._writer.close()
+        final = {k: _finite_or_none(v) for k, v in self.last.items()}
+        write_json_atomic(self.run_dir / SUMMARY, {**summary, **final})

@@ -1,0 +1,47 @@
+"""The task interface the trainer drives."""
+
+from __future__ import annotations
+
+import torch
+
+from sparsetrain.layout import WorkerLayout
+
+__all__ = ["Task"]
+
+
+class Task:
+    """A model replicated on every process and one data shard per hosted logical worker.
+
+    Constructed as ``cls(layout=..., device=..., seed=..., **config)``. The model's parameters live
+    in one flat float32 buffer ``flat_params`` and their gradients in ``flat_grad`` (a model's
+    tensors are views into both), so compressors select over the whole model at once, the exchange
+    writes the averaged gradient straight where the optimizer reads it, and the optimizer
+    (:class:`~sparsetrain.optim.FlatSGD`) updates the whole model in a few fused ops.
+    ``decay_size``: weight decay applies to ``flat_params[:decay_size]`` (all by default).
+    """
+
+    name: str = "task"
+    flat_params: torch.Tensor
+    flat_grad: torch.Tensor
+
+    def __init__(self, layout: WorkerLayout, device: torch.device, seed: int) -> None:
+        self.layout = layout
+        self.device = device
+        self.seed = seed
+
+    @property
+    def dim(self) -> int:
+        return self.flat_params.numel()
+
+    @property
+    def decay_size(self) -> int:
+        return self.dim
+
+    def local_gradient(self, local_worker: int, step: int) -> torch.Tensor:
+        """Write hosted worker ``local_worker``'s gradient at the current parameters into
+        ``flat_grad`` and return its training loss (a scalar tensor)."""
+        raise NotImplementedError
+
+    def metrics(self) -> dict[str, float]:
+        """Task metrics of the current parameters (same on every process), e.g. distance to x*."""
+        return {}

@@ -1,0 +1,58 @@
+"""Error feedback, written once in SparseCompressor, and the density -> k rule."""
+
+import pytest
+import torch
+
+from sparsetrain.compressors import Dense, SparseCompressor, TopK, density_to_k
+
+
+@pytest.mark.parametrize(
+    "ratio, dim, k", [(0.6, 100, 60), (0.4, 100, 40), (0.001, 11_173_962, 11_173), (1e-9, 100, 1), (1.0, 7, 7)]
+)
+def test_density_to_k(ratio, dim, k):
+    assert density_to_k(ratio, dim) == k
+
+
+@pytest.mark.parametrize("ratio", [0.0, -0.1, 1.5])
+def test_ratio_out_of_range_is_refused(ratio):
+    with pytest.raises(ValueError, match="ratio"):
+        TopK(dim=10, ratio=ratio)
+
+
+class EveryThird(SparseCompressor):
+    """A compressor whose selection ignores the values, to test error feedback on its own."""
+
+    def select(self, acc, step):
+        return torch.arange(step % 3, self.dim, 3)
+
+
+@pytest.mark.parametrize("cls", [TopK, EveryThird])
+def test_error_feedback_invariant_is_exact(cls):
+    """sent + new residual == gradient + old residual, bit for bit, over several steps."""
+    gen = torch.Generator().manual_seed(0)
+    compressor = cls(dim=1000, ratio=0.05)
+    for step in range(1, 8):
+        grad = torch.randn(1000, generator=gen) * 10 ** torch.randint(-3, 3, (1000,), generator=gen)
+        expected = grad + compressor.residual  # the float32 sum a = g + e_old
+        payload = compressor.compress(grad.clone(), step)
+        sent = torch.zeros(1000).index_put_((payload.indices,), payload.values)
+        assert torch.equal(sent + compressor.residual, expected)
+        assert torch.all(compressor.residual[payload.indices] == 0)
+        assert payload.indices.unique().numel() == payload.count
+
+
+def test_topk_sends_the_largest_accumulated_entries():
+    compressor = TopK(dim=6, ratio=0.34)  # k = 2
+    first = compressor.compress(torch.tensor([1.0, -5.0, 0.5, 4.0, 0.0, 3.0]), 1)
+    assert sorted(first.indices.tolist()) == [1, 3]
+    # The residual of entry 5 (3.0) plus a new 2.0 now beats the fresh -4.5 at entry 0.
+    second = compressor.compress(torch.tensor([-4.5, 0.0, 0.0, 0.0, 0.0, 2.0]), 2)
+    assert sorted(second.indices.tolist()) == [0, 5]
+    assert sorted(second.values.tolist()) == [-3.5, 5.0]
+
+
+def test_dense_sends_everything_and_keeps_no_state():
+    grad = torch.randn(10)
+    payload = Dense(dim=10, ratio=0.1).compress(grad, 1)
+    assert payload.indices is None and torch.equal(payload.values, grad)
+    assert Dense.dense and Dense(dim=10).state_dict() == {}

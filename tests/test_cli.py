@@ -1,0 +1,158 @@
+"""End to end: the installed ``sparsetrain`` command launching real gloo workers."""
+
+import json
+import subprocess
+import textwrap
+
+import numpy as np
+import pytest
+
+from tests.conftest import load_run, sparsetrain
+
+METRIC_KEYS = {
+    "train/loss",
+    "linreg/dist_to_opt",
+    "comm/bytes_sent",
+    "comm/bytes_total",
+    "comm/compression",
+    "comm/selected",
+    "time/select_ms",
+    "time/comm_ms",
+    "time/step_ms",
+}
+
+
+def test_topk_run_writes_metrics_summary_and_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = tmp_path / "run"
+    result = sparsetrain(run_dir, "task=linreg", "compressor=topk", "ratio=0.5", "dist.nproc=2", "train.steps=50")
+    assert f"run_dir={run_dir}" in result.stdout.strip().splitlines()[-1]
+    records, summary = load_run(run_dir)
+    assert [r["step"] for r in records] == list(range(1, 51))
+    assert all(METRIC_KEYS <= r.keys() for r in records)
+    assert summary["status"] == "completed" and summary["compressor"] == "topk" and summary["k"] == 50
+    assert all(summary[key] == records[-1][key] for key in METRIC_KEYS)
+    # Top-k sends exactly 8k bytes; 2 workers of a ring all-reduce send 2 (P-1)/P 4d = 400.
+    assert {r["comm/bytes_sent"] for r in records} == {400.0}
+    assert records[-1]["comm/bytes_total"] == 50 * 2 * 400
+    assert records[-1]["comm/compression"] == 1.0
+    assert (run_dir / ".hydra" / "config.yaml").exists()
+
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    assert METRIC_KEYS <= set(events.Tags()["scalars"])
+    for key in METRIC_KEYS:
+        scalars = events.Scalars(key)
+        assert [s.step for s in scalars] == list(range(1, 51))
+        np.testing.assert_allclose([s.value for s in scalars], [r[key] for r in records], rtol=1e-6)
+
+
+def test_dense_converges_by_orders_of_magnitude(tmp_path):
+    run_dir = tmp_path / "dense"
+    sparsetrain(run_dir, "task=linreg", "compressor=dense", "dist.nproc=2", "dist.workers=4", "train.steps=400")
+    records, summary = load_run(run_dir)
+    assert summary["linreg/dist_to_opt"] < 1e-4 * records[0]["linreg/dist_to_opt"]
+    assert records[-1]["comm/bytes_sent"] == 2 * 3 / 4 * 4 * 100
+
+
+def _trajectory(run_dir):
+    records, _ = load_run(run_dir)
+    return np.array([[r["train/loss"], r["linreg/dist_to_opt"]] for r in records])
+
+
+@pytest.mark.parametrize("compressor", ["topk", "dense"])
+def test_layout_does_not_change_the_result(tmp_path, compressor):
+    """4 logical workers as 1x4, 2x2 and 4x1 (processes x workers each), one thread each."""
+    runs = {}
+    for nproc in (1, 2, 4):
+        run_dir = tmp_path / f"{compressor}{nproc}"
+        sparsetrain(
+            run_dir, f"compressor={compressor}", "ratio=0.3", f"dist.nproc={nproc}", "dist.workers=4",
+            "train.steps=60", "log.tensorboard=false", env={"OMP_NUM_THREADS": "1"},
+        )
+        runs[nproc] = _trajectory(run_dir)
+    for nproc in (2, 4):
+        if compressor == "topk":  # sparse contributions are summed in worker order on every layout
+            assert np.array_equal(runs[nproc], runs[1])
+        else:  # the dense all-reduce sums in a layout-dependent order
+            np.testing.assert_allclose(runs[nproc], runs[1], rtol=1e-5)
+
+
+def test_users_own_compressor_runs_with_one_override(tmp_path):
+    (tmp_path / "mycomp.py").write_text(textwrap.dedent('''
+        import torch
+        from sparsetrain.compressors import SparseCompressor
+
+        class HalfK(SparseCompressor):
+            """Sends the first k // 2 entries: a count no built-in compressor would send."""
+            fixed_count = False
+
+            def select(self, acc, step):
+                return torch.arange(self.k // 2)
+    '''))
+    run_dir = tmp_path / "run"
+    sparsetrain(
+        run_dir, "compressor._target_=mycomp.HalfK", "ratio=0.5", "dist.nproc=2", "train.steps=5",
+        env={"PYTHONPATH": str(tmp_path)},
+    )
+    records, summary = load_run(run_dir)
+    assert summary["compressor_target"] == "mycomp.HalfK"
+    assert {r["comm/selected"] for r in records} == {25.0}
+    assert {r["comm/bytes_sent"] for r in records} == {25 * 8 + 4}
+
+
+def test_failed_worker_exits_nonzero_and_keeps_its_results(tmp_path):
+    (tmp_path / "crash.py").write_text(textwrap.dedent('''
+        from sparsetrain.compressors import TopK
+
+        class CrashAtStep4(TopK):
+            def select(self, acc, step):
+                if step == 4 and self.worker == 1:
+                    raise RuntimeError("boom")
+                return super().select(acc, step)
+    '''))
+    run_dir = tmp_path / "run"
+    result = sparsetrain(
+        run_dir, "compressor._target_=crash.CrashAtStep4", "dist.nproc=2", "train.steps=10", "log.every=1",
+        env={"PYTHONPATH": str(tmp_path)}, check=False,
+    )
+    assert result.returncode != 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "failed"
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("ratio=1.5", "ratio"),
+        ("ratio=0", "ratio"),
+        ("dist.workers=3", "dist.workers"),
+        ("dist.device=tpu", "dist.device"),
+        ("dist.device=cuda", "dist.device"),
+        ("train.lr=-1", "train.lr"),
+        ("compressor._target_=nowhere.Nothing", "compressor._target_"),
+    ],
+)
+def test_bad_config_is_one_line_and_exit_2(tmp_path, override, key):
+    result = sparsetrain(tmp_path / "run", "dist.nproc=2", *override.split(), check=False)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sparsetrain: error: ") and key in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_already_under_torchrun_runs_in_place(tmp_path, python):
+    """Every rank runs the Hydra app; they share one run directory named after torchrun's run id."""
+    result = subprocess.run(
+        [python, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--rdzv-backend", "c10d",
+         "--rdzv-endpoint", "127.0.0.1:0", "--rdzv-id", "abc", "-m", "sparsetrain",
+         "compressor=topk", "ratio=0.5", "train.steps=20"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    run_dir = tmp_path / "outputs" / "torchrun-abc"
+    records, summary = load_run(run_dir)
+    assert summary["processes"] == 2 and summary["workers"] == 2 and len(records) == 20
+    assert [p.name for p in (tmp_path / "outputs").iterdir()] == ["torchrun-abc"]
+
