@@ -71,6 +71,9 @@ class Trainer:
         self.comm_watch = Stopwatch(device)
         self.step_watch = Stopwatch(device)
         self.bytes_total = 0.0
+        self.reject_factor = train.get("reject_factor")
+        self.rejected_steps = 0
+        self._accepted_norm: float | None = None
         self.last_metrics: dict[str, float] = {}
         self._pending: list[tuple[int, list[float], dict[str, float]]] = []
         self._flush_rows = max(1, 100 // self.log_every)
@@ -87,8 +90,23 @@ class Trainer:
             stats = self.exchange.reduce(out=self.task.flat_grad)
         for compressor in self.compressors:
             compressor.observe(self.task.flat_grad)
-        self.optimizer.step()
+        if self._accept(self.task.flat_grad):
+            self.optimizer.step()
         return loss_sum, stats
+
+    def _accept(self, aggregate: torch.Tensor) -> bool:
+        """``train.reject_factor`` (off by default): skip the update when ``||gbar||^2`` exceeds
+        that many times the last accepted one, as the RegTop-k authors' linear-regression script
+        does (ALGORITHMS.md: not part of any algorithm). gbar is identical on every process, so all
+        of them decide alike."""
+        if self.reject_factor is None:
+            return True
+        norm = float(aggregate.square().sum())
+        if self._accepted_norm is not None and norm > self.reject_factor * self._accepted_norm:
+            self.rejected_steps += 1
+            return False
+        self._accepted_norm = norm
+        return True
 
     def run(self) -> dict[str, float]:
         """Train for ``train.steps`` steps; returns the last logged metrics (on every rank)."""
@@ -119,6 +137,8 @@ class Trainer:
             "comm/compression": compression,
             "comm/selected": stats.selected,
         }
+        if self.reject_factor is not None:
+            shared["train/rejected_steps"] = float(self.rejected_steps)
         self._pending.append((step, local, shared))
 
     def _flush(self) -> None:

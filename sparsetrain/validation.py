@@ -64,6 +64,8 @@ def resolve_job(job: dict[str, Any], *, visible_gpus: int | None = None) -> dict
     _number(job, "train.momentum", 0, 1)
     _number(job, "train.weight_decay", 0)
     _number(job, "log.every", 1)
+    if job["train"].get("reject_factor") is not None:
+        _number(job, "train.reject_factor", 1)
     _component(job, "task", Task)
     _component(job, "compressor", Compressor)
     if "mu" in job["compressor"]:

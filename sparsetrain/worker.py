@@ -41,6 +41,7 @@ def run_summary(job: dict[str, Any]) -> dict[str, Any]:
         "lr": job["train"]["lr"],
         "momentum": job["train"]["momentum"],
         "weight_decay": job["train"]["weight_decay"],
+        "reject_factor": job["train"].get("reject_factor"),
     }
 
 

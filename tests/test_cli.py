@@ -132,6 +132,7 @@ def test_failed_worker_exits_nonzero_and_keeps_its_results(tmp_path):
         ("dist.device=cuda", "dist.device"),
         ("train.lr=-1", "train.lr"),
         ("compressor._target_=nowhere.Nothing", "compressor._target_"),
+        ("compressor=regtopk compressor.mu=0", "compressor.mu"),
     ],
 )
 def test_bad_config_is_one_line_and_exit_2(tmp_path, override, key):
@@ -156,3 +157,16 @@ def test_already_under_torchrun_runs_in_place(tmp_path, python):
     assert summary["processes"] == 2 and summary["workers"] == 2 and len(records) == 20
     assert [p.name for p in (tmp_path / "outputs").iterdir()] == ["torchrun-abc"]
 
+
+@pytest.mark.parametrize("compressor", ["gaussiank", "regtopk", "randomk"])
+def test_every_compressor_trains_end_to_end(tmp_path, compressor):
+    run_dir = tmp_path / compressor
+    sparsetrain(run_dir, f"compressor={compressor}", "ratio=0.3", "dist.nproc=2", "dist.workers=4",
+                "train.steps=30", "log.tensorboard=false")
+    records, summary = load_run(run_dir)
+    assert summary["status"] == "completed" and summary["compressor"] == compressor
+    assert summary["linreg/dist_to_opt"] < records[0]["linreg/dist_to_opt"]
+    variable = compressor == "gaussiank"
+    for r in records:
+        assert r["comm/bytes_sent"] == 8 * r["comm/selected"] + (4 if variable else 0)
+        assert variable or r["comm/selected"] == 30

@@ -8,9 +8,12 @@ the exchange and the byte accounting come with it.
 
 from sparsetrain.compressors.base import Compressor, Payload, SparseCompressor, density_to_k
 from sparsetrain.compressors.dense import Dense
+from sparsetrain.compressors.gaussiank import GaussianK
+from sparsetrain.compressors.randomk import RandomK
+from sparsetrain.compressors.regtopk import RegTopK
 from sparsetrain.compressors.topk import TopK
 
 __all__ = [
     "Compressor", "Payload", "SparseCompressor", "density_to_k",
-    "Dense", "TopK",
+    "Dense", "GaussianK", "RandomK", "RegTopK", "TopK",
 ]
