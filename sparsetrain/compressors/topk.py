@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from sparsetrain.compressors.base import SparseCompressor
-from sparsetrain.compressors.selection import topk_indices
+from sparsetrain.compressors.selection import magnitudes, topk_indices
 
 __all__ = ["TopK"]
 
@@ -18,4 +18,4 @@ class TopK(SparseCompressor):
     """
 
     def select(self, acc: torch.Tensor, step: int) -> torch.Tensor:
-        return topk_indices(acc.abs(), self.k)
+        return topk_indices(magnitudes(acc), self.k)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from sparsetrain.compressors.selection import topk_indices
+from sparsetrain.compressors.selection import FAST_PATH_MIN_D, SAMPLE_SIZE, exact_topk_indices, topk_indices
 
 
 def reference(scores: np.ndarray, k: int) -> set[int]:
@@ -37,3 +37,36 @@ def test_k_zero_and_k_above_d():
     scores = torch.rand(10)
     assert topk_indices(scores, 0).numel() == 0
     assert sorted(topk_indices(scores, 15).tolist()) == list(range(10))
+
+
+D = FAST_PATH_MIN_D + 12_345
+STRIDE = D // SAMPLE_SIZE
+LARGE_CASES = {
+    "gaussian": lambda rng: rng.standard_normal(D),
+    "student_t": lambda rng: rng.standard_t(2, D),
+    "few_levels": lambda rng: rng.integers(0, 7, D).astype(float),  # ties everywhere
+    "all_equal": lambda rng: np.full(D, 3.0),
+    "extremes": lambda rng: rng.choice([3e38, 1e-45, 0.0, 1e-38, 1.0], D),
+    # The sample sees only small values: the threshold is low, many candidates pass.
+    "big_values_off_sample": lambda rng: np.where(np.arange(D) % STRIDE == 0, 0.0, rng.random(D)),
+    # The sample sees only the big values: too few candidates pass, the exact fallback runs.
+    "big_values_on_sample": lambda rng: np.where(np.arange(D) % STRIDE == 0, 1 + rng.random(D), 0.0),
+}
+
+
+@pytest.mark.parametrize("case", LARGE_CASES)
+@pytest.mark.parametrize("k", [1, 17, D // 1000, D // 16])
+def test_fast_path_returns_exactly_the_reference_set(case, k):
+    rng = np.random.default_rng(k)
+    scores = np.abs(LARGE_CASES[case](rng)).astype(np.float32)
+    got = topk_indices(torch.from_numpy(scores), k)
+    assert got.numel() == k and got.unique().numel() == k
+    assert set(got.tolist()) == reference(scores, k)
+
+
+def test_fast_path_equals_torch_topk_without_ties():
+    scores = torch.randperm(D).float()  # distinct values: torch.topk's set is unambiguous
+    for k in (1, 300, D // 100):
+        expected = set(torch.topk(scores, k).indices.tolist())
+        assert set(topk_indices(scores, k).tolist()) == expected
+        assert set(exact_topk_indices(scores, k).tolist()) == expected
