@@ -49,16 +49,18 @@ def launch(job: dict[str, Any], run_dir: str) -> dict[str, Any] | None:
     if "OMP_NUM_THREADS" not in os.environ:
         os.environ["OMP_NUM_THREADS"] = str(threads_per_process(d["nproc"]))
     if d["nnodes"] == 1:
-        endpoint, run_id, rdzv_configs = f"127.0.0.1:{free_port()}", uuid.uuid4().hex, {}
+        backend, endpoint, run_id, rdzv_configs = "c10d", f"127.0.0.1:{free_port()}", uuid.uuid4().hex, {}
     else:
-        endpoint, run_id = d["rdzv_endpoint"], f"sparsetrain-{d['rdzv_endpoint']}"
-        rdzv_configs = {"is_host": d["node_rank"] == 0}
+        # Static rendezvous, as torchrun does with --node-rank: node_rank 0 hosts the store and
+        # global rank 0, so the run directory on node 0 gets the metrics and the summary.
+        backend, endpoint, run_id = "static", d["rdzv_endpoint"], f"sparsetrain-{d['rdzv_endpoint']}"
+        rdzv_configs = {"rank": d["node_rank"]}
     config = LaunchConfig(
         min_nodes=d["nnodes"],
         max_nodes=d["nnodes"],
         nproc_per_node=d["nproc"],
         run_id=run_id,
-        rdzv_backend="c10d",
+        rdzv_backend=backend,
         rdzv_endpoint=endpoint,
         rdzv_configs=rdzv_configs,
         max_restarts=d["max_restarts"],

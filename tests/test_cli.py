@@ -170,3 +170,23 @@ def test_every_compressor_trains_end_to_end(tmp_path, compressor):
     for r in records:
         assert r["comm/bytes_sent"] == 8 * r["comm/selected"] + (4 if variable else 0)
         assert variable or r["comm/selected"] == 30
+
+
+def test_two_nodes_on_one_host(tmp_path):
+    """dist.nnodes=2: two launching processes rendezvous at node 0's endpoint; node 0 hosts rank 0."""
+    from sparsetrain.launch import free_port
+
+    endpoint = f"127.0.0.1:{free_port()}"
+    nodes = [
+        subprocess.Popen(
+            ["sparsetrain", "compressor=topk", "ratio=0.5", "dist.nproc=1", "dist.nnodes=2", f"dist.node_rank={rank}",
+             f"dist.rdzv_endpoint={endpoint}", "train.steps=20", f"hydra.run.dir={tmp_path / f'node{rank}'}"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        )
+        for rank in (0, 1)
+    ]
+    outputs = [node.communicate(timeout=300) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs
+    records, summary = load_run(tmp_path / "node0")
+    assert summary["processes"] == 2 and summary["workers"] == 2 and len(records) == 20
+    assert "run_dir=" in outputs[0][0] and not (tmp_path / "node1" / "summary.json").exists()
