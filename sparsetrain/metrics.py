@@ -39,6 +39,10 @@ def read_metrics(run_dir: Path | str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+HPARAMS = ("task", "compressor", "ratio", "mu", "workers", "seed", "lr")
+"""Hyper-parameters recorded for TensorBoard's HParams tab (those present in the summary)."""
+
+
 class NullLogger:
     """What every rank but 0 logs with: nothing."""
 
@@ -74,9 +78,25 @@ class MetricsLogger(NullLogger):
 
     def close(self, summary: dict[str, Any]) -> None:
         """Flush everything and write summary.json: ``summary`` plus the final value of every metric
-        (top-level keys, named as in metrics.jsonl)."""
+        (top-level keys, named as in metrics.jsonl). TensorBoard also gets the run's
+        hyper-parameters against its metrics, for the HParams tab."""
         self._jsonl.close()
         if self._writer is not None:
+            self._write_hparams(summary)
             self._writer.close()
         final = {k: _finite_or_none(v) for k, v in self.last.items()}
         write_json_atomic(self.run_dir / SUMMARY, {**summary, **final})
+
+    def _write_hparams(self, summary: dict[str, Any]) -> None:
+        """Write the HParams plugin's summaries into this run's own event file.
+
+        ``SummaryWriter.add_hparams`` would open a new sub-run per call; writing the three plugin
+        summaries here instead ties the hyper-parameters to the scalars already logged, whose
+        tags are the metric columns (the HParams tab shows each tag's last value).
+        """
+        from torch.utils.tensorboard.summary import hparams
+
+        values = {k: summary[k] for k in HPARAMS if isinstance(summary.get(k), (int, float, str, bool))}
+        metrics = {k: v for k, v in self.last.items() if math.isfinite(v)}
+        for part in hparams(values, metrics):
+            self._writer.file_writer.add_summary(part)

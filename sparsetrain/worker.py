@@ -42,6 +42,7 @@ def run_summary(job: dict[str, Any]) -> dict[str, Any]:
         "momentum": job["train"]["momentum"],
         "weight_decay": job["train"]["weight_decay"],
         "reject_factor": job["train"].get("reject_factor"),
+        **({"mu": job["compressor"]["mu"]} if "mu" in job["compressor"] else {}),
     }
 
 

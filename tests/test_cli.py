@@ -1,6 +1,7 @@
 """End to end: the installed ``sparsetrain`` command launching real gloo workers."""
 
 import json
+import os
 import subprocess
 import textwrap
 
@@ -46,6 +47,26 @@ def test_topk_run_writes_metrics_summary_and_tensorboard(tmp_path):
         scalars = events.Scalars(key)
         assert [s.step for s in scalars] == list(range(1, 51))
         np.testing.assert_allclose([s.value for s in scalars], [r[key] for r in records], rtol=1e-6)
+    assert hparams_of(run_dir) == {
+        "task": "linreg", "compressor": "topk", "ratio": 0.5, "workers": 2.0, "seed": 0.0, "lr": 0.01
+    }
+
+
+def hparams_of(run_dir):
+    """The hyper-parameters recorded for TensorBoard's HParams tab in the run's event file."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    (event_file,) = run_dir.glob("events.out.tfevents.*")
+    for event in EventFileLoader(str(event_file)).Load():
+        for value in event.summary.value:
+            if value.metadata.plugin_data.plugin_name == "hparams":
+                data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+                if data.HasField("session_start_info"):
+                    return {
+                        k: getattr(v, v.WhichOneof("kind")) for k, v in data.session_start_info.hparams.items()
+                    }
+    return None
 
 
 def test_dense_converges_by_orders_of_magnitude(tmp_path):
@@ -190,3 +211,21 @@ def test_two_nodes_on_one_host(tmp_path):
     records, summary = load_run(tmp_path / "node0")
     assert summary["processes"] == 2 and summary["workers"] == 2 and len(records) == 20
     assert "run_dir=" in outputs[0][0] and not (tmp_path / "node1" / "summary.json").exists()
+
+
+def test_a_failed_job_does_not_stop_the_sweep(tmp_path):
+    (tmp_path / "crash.py").write_text(textwrap.dedent('''
+        from sparsetrain.compressors import TopK
+
+        class Crash(TopK):
+            def select(self, acc, step):
+                raise RuntimeError("boom")
+    '''))
+    result = subprocess.run(
+        ["sparsetrain", "-m", "compressor._target_=crash.Crash,sparsetrain.compressors.topk.TopK", "dist.nproc=2",
+         "train.steps=5", "log.tensorboard=false", f"hydra.sweep.dir={tmp_path / 'sw'}"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600, env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )
+    statuses = [json.loads((tmp_path / "sw" / str(n) / "summary.json").read_text())["status"] for n in (0, 1)]
+    assert statuses == ["failed", "completed"]
+    assert "sparsetrain: error: the job failed" in result.stderr
