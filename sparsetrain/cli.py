@@ -10,6 +10,7 @@ output dir); the workers receive the resolved config as plain data.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -21,6 +22,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from sparsetrain import checkpoint
 from sparsetrain.launch import in_torchrun_worker, launch
 from sparsetrain.metrics import SUMMARY, write_json_atomic, read_metrics
 from sparsetrain.validation import ConfigError, resolve_job
@@ -28,19 +30,37 @@ from sparsetrain.validation import ConfigError, resolve_job
 __all__ = ["main"]
 
 
-def _run_name() -> str:
-    """The run directory's name: the time, or torchrun's run id when every rank runs this app.
+JOB = "job.json"
+"""The resolved job as launched, saved in the run directory so that ``resume=`` can continue it."""
 
-    Under torchrun each rank composes the config itself; a shared run id (``--standalone`` or
-    ``--rdzv-id``) gives all of them the same directory where their clocks might not.
-    """
+
+def _run_dir(resume: str | None) -> str:
+    """The run directory: the resumed one; else outputs/<date>/<time>, or outputs/torchrun-<run id>
+    when every rank runs this app under torchrun (a shared ``--standalone`` or ``--rdzv-id`` run id
+    gives all ranks the same directory where their clocks might not)."""
+    if resume:
+        return str(Path(resume).resolve())
     run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
     if in_torchrun_worker() and run_id != "none":
-        return f"torchrun-{run_id}"
-    return datetime.now().strftime("%Y-%m-%d/%H-%M-%S")
+        return f"outputs/torchrun-{run_id}"
+    return datetime.now().strftime("outputs/%Y-%m-%d/%H-%M-%S")
 
 
-OmegaConf.register_new_resolver("sparsetrain_run_name", _run_name, use_cache=True, replace=True)
+OmegaConf.register_new_resolver("sparsetrain_run_dir", _run_dir, use_cache=True, replace=True)
+OmegaConf.register_new_resolver(
+    "sparsetrain_output_subdir", lambda resume: ".hydra_resume" if resume else ".hydra", replace=True
+)
+
+
+def _resumed_job(run_dir: str) -> dict[str, Any]:
+    """The job a ``resume=<run dir>`` continues: the one saved at its launch, if it has a checkpoint."""
+    saved = Path(run_dir) / JOB
+    if not saved.exists() or checkpoint.latest(run_dir) is None:
+        raise ConfigError(
+            f"resume={run_dir} holds no checkpoint (checkpoints/step_*/COMPLETE and {JOB}): "
+            f"pass the directory of a run started with ckpt.every > 0"
+        )
+    return json.loads(saved.read_text())
 
 
 def _torchrun_layout(job: dict[str, Any]) -> None:
@@ -84,11 +104,16 @@ def app(cfg: DictConfig) -> dict[str, Any] | None:
     assert isinstance(job, dict)
     if in_torchrun_worker():
         _torchrun_layout(job)
+    resume = job.get("resume")
+    if resume:
+        run_dir = str(Path(resume).resolve())
     try:
-        job = resolve_job(job)
+        job = _resumed_job(run_dir) if resume else resolve_job(job)
     except ConfigError as error:
         print(f"sparsetrain: error: {error}", file=sys.stderr)
         sys.exit(2)
+    if not resume and os.environ.get("RANK", "0") == "0":
+        write_json_atomic(Path(run_dir) / JOB, job)
     started = time.perf_counter()
     try:
         summary = launch(job, run_dir)

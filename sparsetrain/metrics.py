@@ -56,16 +56,24 @@ class NullLogger:
 class MetricsLogger(NullLogger):
     """Appends one JSON object per logged step and mirrors every value to TensorBoard."""
 
-    def __init__(self, run_dir: Path | str, tensorboard: bool = True) -> None:
+    def __init__(self, run_dir: Path | str, tensorboard: bool = True, resume_step: int = 0) -> None:
+        """``resume_step > 0``: continue a run from its checkpoint at that step. Records after it
+        (logged before a crash, about to be logged again) are dropped from metrics.jsonl and purged
+        from TensorBoard, so no step appears twice."""
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._jsonl = open(self.run_dir / METRICS, "w", buffering=1)
+        path = self.run_dir / METRICS
+        kept = [r for r in read_metrics(self.run_dir) if r["step"] <= resume_step] if resume_step else []
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(record) + "\n" for record in kept))
+        os.replace(tmp, path)
+        self._jsonl = open(path, "a", buffering=1)
+        self.last = {k: v for k, v in kept[-1].items() if k != "step" and v is not None} if kept else {}
         self._writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(log_dir=str(self.run_dir))
-        self.last: dict[str, float] = {}
+            self._writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=resume_step + 1 if resume_step else None)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         self.last = dict(metrics)

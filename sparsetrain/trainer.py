@@ -12,12 +12,15 @@ the parameters it produced.
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
+from sparsetrain import checkpoint
 from sparsetrain.components import build
 from sparsetrain.compressors.base import Compressor
 from sparsetrain.exchange import build_exchange, dense_bytes
@@ -64,17 +67,26 @@ class Trainer:
             nesterov=train.get("nesterov", False),
             decay_size=self.task.decay_size,
         )
+        self.run_dir = Path(run_dir)
+        self.ckpt_every = int(job.get("ckpt", {}).get("every") or 0)
+        self.nonfinite = train.get("nonfinite", "error")
+        self.fault = job.get("fault") or {}
+        self.bytes_total = 0.0
+        self.reject_factor = train.get("reject_factor")
+        self.rejected_steps = 0
+        self.skipped_steps = 0
+        self._accepted_norm: float | None = None
+        self.start_step = self._restore() + 1
         self.logger = (
-            MetricsLogger(run_dir, tensorboard=job["log"]["tensorboard"]) if layout.rank == 0 else NullLogger()
+            MetricsLogger(run_dir, tensorboard=job["log"]["tensorboard"], resume_step=self.start_step - 1)
+            if layout.rank == 0
+            else NullLogger()
         )
         self.select_watch = Stopwatch(device)
         self.comm_watch = Stopwatch(device)
         self.step_watch = Stopwatch(device)
-        self.bytes_total = 0.0
-        self.reject_factor = train.get("reject_factor")
-        self.rejected_steps = 0
-        self._accepted_norm: float | None = None
-        self.last_metrics: dict[str, float] = {}
+        # Resumed after the last step: the metrics logged before the restart are the final ones.
+        self.last_metrics: dict[str, float] = dict(getattr(self.logger, "last", {}))
         self._pending: list[tuple[int, list[float], dict[str, float]]] = []
         self._flush_rows = max(1, 100 // self.log_every)
 
@@ -83,16 +95,42 @@ class Trainer:
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         for local, compressor in enumerate(self.compressors):
             loss_sum += self.task.local_gradient(local, step).detach()
+            if step == self.fault.get("nonfinite_at_step") and self.layout.rank == 0 and local == 0:
+                self.task.flat_grad[0] = float("nan")
             with self.select_watch:
                 payload = compressor.compress(self.task.flat_grad, step)
             self.exchange.put(payload)
         with self.comm_watch:
             stats = self.exchange.reduce(out=self.task.flat_grad)
+        if not self._finite(step):
+            return loss_sum, stats
         for compressor in self.compressors:
             compressor.observe(self.task.flat_grad)
         if self._accept(self.task.flat_grad):
             self.optimizer.step()
         return loss_sum, stats
+
+    def _finite(self, step: int) -> bool:
+        """``train.nonfinite``: what a NaN or Inf in the averaged gradient does. gbar is identical on
+        every process, so all of them take the same decision.
+
+        ``error`` (default) stops the job, the last checkpoint kept. ``skip`` drops the step on all
+        ranks (no update, counted in ``train/skipped_steps``) and zeroes the non-finite entries of
+        every compressor's state (residuals, RegTop-k's memory) so they do not poison later steps.
+        """
+        if bool(torch.isfinite(self.task.flat_grad).all()):
+            return True
+        if self.nonfinite == "error":
+            raise FloatingPointError(
+                f"the averaged gradient of step {step} holds NaN or Inf; stopped (train.nonfinite=error), "
+                f"the last checkpoint is kept; train.nonfinite=skip drops such steps instead"
+            )
+        self.skipped_steps += 1
+        for compressor in self.compressors:
+            for value in compressor.state_dict().values():
+                if isinstance(value, torch.Tensor) and value.is_floating_point():
+                    torch.nan_to_num_(value, nan=0.0, posinf=0.0, neginf=0.0)
+        return False
 
     def _accept(self, aggregate: torch.Tensor) -> bool:
         """``train.reject_factor`` (off by default): skip the update when ``||gbar||^2`` exceeds
@@ -110,7 +148,8 @@ class Trainer:
 
     def run(self) -> dict[str, float]:
         """Train for ``train.steps`` steps; returns the last logged metrics (on every rank)."""
-        for step in range(1, self.steps + 1):
+        for step in range(self.start_step, self.steps + 1):
+            self._maybe_die(step)
             for watch in (self.select_watch, self.comm_watch, self.step_watch):
                 watch.reset()
             with self.step_watch:
@@ -120,7 +159,71 @@ class Trainer:
                 self._record(step, loss_sum, stats)
             if len(self._pending) >= self._flush_rows or step == self.steps:
                 self._flush()
+            if self.ckpt_every and (step % self.ckpt_every == 0 or step == self.steps):
+                self._flush()
+                self._save(step)
         return self.last_metrics
+
+    def state_dict(self, step: int) -> dict[str, Any]:
+        """This rank's whole training state after ``step``: enough to continue bit for bit."""
+        return {
+            "step": step,
+            "params": self.task.flat_params,
+            "task": self.task.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "compressors": [c.state_dict() for c in self.compressors],
+            "counters": {
+                "bytes_total": self.bytes_total,
+                "rejected_steps": self.rejected_steps,
+                "skipped_steps": self.skipped_steps,
+                "accepted_norm": self._accepted_norm,
+            },
+            "rng": torch.get_rng_state(),
+        }
+
+    def _save(self, step: int) -> None:
+        checkpoint.save_rank(self.run_dir, step, self.layout.rank, self.state_dict(step))
+        if self.layout.processes > 1:
+            dist.barrier()
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", self.layout.processes))
+        if self.layout.rank % local == 0:  # each node's first rank marks that node's files
+            node_ranks = range(self.layout.rank, self.layout.rank + local)
+            checkpoint.mark_complete(self.run_dir, step, self.layout.processes, node_ranks)
+
+    def _restore(self) -> int:
+        """Load the newest checkpoint that every rank has (one all-reduce); returns its step (or 0)."""
+        steps = checkpoint.complete_steps(self.run_dir)
+        common = torch.tensor([steps[-1] if steps else 0], dtype=torch.int64, device=self.device)
+        if self.layout.processes > 1:
+            dist.all_reduce(common, op=dist.ReduceOp.MIN)
+        step = int(common)
+        if step == 0:
+            return 0
+        if step not in steps:
+            raise RuntimeError(f"checkpoint of step {step}, which every rank has, is missing from {self.run_dir}")
+        state = checkpoint.load_rank(checkpoint.step_dir(self.run_dir, step), self.layout.rank, self.layout.processes)
+        self.task.flat_params.copy_(state["params"])
+        self.task.load_state_dict(state["task"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for compressor, saved in zip(self.compressors, state["compressors"], strict=True):
+            compressor.load_state_dict(saved)
+        counters = state["counters"]
+        self.bytes_total = counters["bytes_total"]
+        self.rejected_steps = counters["rejected_steps"]
+        self.skipped_steps = counters["skipped_steps"]
+        self._accepted_norm = counters["accepted_norm"]
+        torch.set_rng_state(state["rng"])
+        return state["step"]
+
+    def _maybe_die(self, step: int) -> None:
+        """Fault injection for tests: ``fault.kill_rank`` dies abruptly (SIGKILL, no clean-up) at
+        ``fault.at_step``, once per run directory."""
+        if step != self.fault.get("at_step") or self.layout.rank != self.fault.get("kill_rank"):
+            return
+        marker = self.run_dir / f"fault_injected_rank{self.layout.rank}"
+        if not marker.exists():
+            marker.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def _record(self, step: int, loss_sum: torch.Tensor, stats) -> None:
         """Keep this step's local measurements and the metrics known on every process."""
@@ -139,6 +242,8 @@ class Trainer:
         }
         if self.reject_factor is not None:
             shared["train/rejected_steps"] = float(self.rejected_steps)
+        if self.nonfinite == "skip":
+            shared["train/skipped_steps"] = float(self.skipped_steps)
         self._pending.append((step, local, shared))
 
     def _flush(self) -> None:

@@ -66,6 +66,11 @@ def resolve_job(job: dict[str, Any], *, visible_gpus: int | None = None) -> dict
     _number(job, "log.every", 1)
     if job["train"].get("reject_factor") is not None:
         _number(job, "train.reject_factor", 1)
+    _require(
+        job["train"].get("nonfinite", "error") in ("error", "skip"),
+        f"train.nonfinite={job['train'].get('nonfinite')!r} is not allowed: use error or skip",
+    )
+    _number(job, "ckpt.every", 0)
     _component(job, "task", Task)
     _component(job, "compressor", Compressor)
     if "mu" in job["compressor"]:
@@ -104,6 +109,17 @@ def resolve_job(job: dict[str, Any], *, visible_gpus: int | None = None) -> dict
         "dist.nnodes>1 needs dist.rdzv_endpoint=<node 0 host>:<port>",
     )
     _number(job, "dist.max_restarts", 0)
+    fault = job.get("fault") or {}
+    for key in ("at_step", "nonfinite_at_step"):
+        if fault.get(key) is not None:
+            _number(job, f"fault.{key}", 1)
+    if fault.get("kill_rank") is not None:
+        _require(
+            isinstance(fault["kill_rank"], int) and 0 <= fault["kill_rank"] < d["nproc"] * d["nnodes"]
+            and fault.get("at_step") is not None,
+            f"fault.kill_rank={fault['kill_rank']!r} is not allowed: use a rank below "
+            f"{d['nproc'] * d['nnodes']}, with fault.at_step",
+        )
     processes = d["nproc"] * d["nnodes"]
     if d["workers"] is None:
         d["workers"] = processes

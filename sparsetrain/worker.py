@@ -46,6 +46,26 @@ def run_summary(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _attempt_store(rank: int, world_size: int, timeout: timedelta) -> dist.Store:
+    """The rendezvous store for this attempt, under a prefix of its own.
+
+    After an elastic restart the agent's store still holds the previous attempt's keys; gloo then
+    reads a dead rank's address and fails with "connectFullMesh ... Connection refused" (seen here
+    with c10d rendezvous, torch 2.14). Prefixing the keys with the restart count keeps the attempts
+    apart.
+    """
+    agent_hosts_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    base = dist.TCPStore(
+        os.environ.get("MASTER_ADDR", "127.0.0.1"),
+        int(os.environ["MASTER_PORT"]),
+        world_size,
+        is_master=rank == 0 and not agent_hosts_store,
+        timeout=timeout,
+        multi_tenant=True,
+    )
+    return dist.PrefixStore(f"sparsetrain/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", base)
+
+
 def run_worker(job: dict[str, Any], run_dir: str) -> dict[str, Any] | None:
     """Train this rank's share of the job; rank 0 returns the summary, the others None."""
     started = time.perf_counter()
@@ -59,11 +79,13 @@ def run_worker(job: dict[str, Any], run_dir: str) -> dict[str, Any] | None:
     else:
         device = torch.device("cpu")
     torch.manual_seed(job["seed"])
+    timeout = timedelta(seconds=d.get("timeout_s", 600))
     dist.init_process_group(
         backend=d["backend"],
+        store=_attempt_store(rank, world_size, timeout),
         rank=rank,
         world_size=world_size,
-        timeout=timedelta(seconds=d.get("timeout_s", 600)),
+        timeout=timeout,
         device_id=device if device.type == "cuda" else None,
     )
     layout = WorkerLayout.create(rank, world_size, d["workers"])

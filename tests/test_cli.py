@@ -154,6 +154,12 @@ def test_failed_worker_exits_nonzero_and_keeps_its_results(tmp_path):
         ("train.lr=-1", "train.lr"),
         ("compressor._target_=nowhere.Nothing", "compressor._target_"),
         ("compressor=regtopk compressor.mu=0", "compressor.mu"),
+        ("train.steps=-5", "train.steps"),
+        ("dist.backend=mpi", "dist.backend"),
+        ("train.nonfinite=ignore", "train.nonfinite"),
+        ("ckpt.every=-1", "ckpt.every"),
+        ("fault.kill_rank=7 fault.at_step=3", "fault.kill_rank"),
+        ("resume=/nonexistent/run", "resume="),
     ],
 )
 def test_bad_config_is_one_line_and_exit_2(tmp_path, override, key):

@@ -42,6 +42,13 @@ class Task:
         ``flat_grad`` and return its training loss (a scalar tensor)."""
         raise NotImplementedError
 
+    def state_dict(self) -> dict:
+        """State beyond the parameters that a checkpoint must keep (data-order position, buffers)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
     def metrics(self) -> dict[str, float]:
         """Task metrics of the current parameters (same on every process), e.g. distance to x*."""
         return {}
