@@ -53,19 +53,28 @@ def magnitudes(values: torch.Tensor) -> torch.Tensor:
     return torch.abs(values, out=scratch("scores", values.numel(), values.dtype, values.device))
 
 
+SORTED_BELOW = 2048
+"""k below which a sorted ``torch.topk`` is cheaper than an unsorted one plus the 2-element check
+(CPU, this repository's machine: 42 vs 87 us at k=60; 2.7 vs 1.2 ms at k=11k)."""
+
+
 def exact_topk_indices(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """The plain path: unsorted ``torch.topk`` of k+1, with a tie-breaking pass over all entries
-    only when the k-th and (k+1)-th largest are equal. Indices int64, distinct, in no particular order."""
+    """The plain path: ``torch.topk`` of k+1, with a tie-breaking pass over all entries only when
+    the k-th and (k+1)-th largest are equal. Indices int64, distinct, in no particular order."""
     n = scores.numel()
     if k >= n:
         return torch.arange(n, device=scores.device)
     if k <= 0:
         return torch.empty(0, dtype=torch.long, device=scores.device)
-    top_values, top_indices = torch.topk(scores, k + 1, sorted=False)
-    (smallest, kth), (position, _) = torch.topk(top_values, 2, largest=False)
-    if bool(kth > smallest):
-        # Drop the (k+1)-th largest: move the last entry into its place and keep the first k.
-        top_indices[position] = top_indices[k]
+    small = k < SORTED_BELOW
+    top_values, top_indices = torch.topk(scores, k + 1, sorted=small)
+    if small:
+        kth, after = top_values[k - 1], top_values[k]
+    else:
+        (after, kth), (position, _) = torch.topk(top_values, 2, largest=False)
+    if bool(kth > after):
+        if not small:  # drop the (k+1)-th largest: move the last entry into its place
+            top_indices[position] = top_indices[k]
         return top_indices[:k]
     above = torch.nonzero(scores > kth).squeeze(1)
     ties = torch.nonzero(scores == kth).squeeze(1)[: k - above.numel()]

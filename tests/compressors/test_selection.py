@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from sparsetrain.compressors.selection import FAST_PATH_MIN_D, SAMPLE_SIZE, exact_topk_indices, topk_indices
+from sparsetrain.compressors.selection import (
+    FAST_PATH_MIN_D,
+    SAMPLE_SIZE,
+    SORTED_BELOW,
+    exact_topk_indices,
+    topk_indices,
+)
 
 
 def reference(scores: np.ndarray, k: int) -> set[int]:
@@ -70,3 +76,12 @@ def test_fast_path_equals_torch_topk_without_ties():
         expected = set(torch.topk(scores, k).indices.tolist())
         assert set(topk_indices(scores, k).tolist()) == expected
         assert set(exact_topk_indices(scores, k).tolist()) == expected
+
+
+@pytest.mark.parametrize("k", [SORTED_BELOW - 1, SORTED_BELOW, 3000])
+@pytest.mark.parametrize("case", ["random", "ties_at_boundary", "all_equal"])
+def test_exact_path_on_both_sides_of_the_sorted_threshold(case, k):
+    rng = np.random.default_rng(k)
+    scores = np.abs(np.concatenate([CASES[case](rng) for _ in range(5)]))
+    got = exact_topk_indices(torch.from_numpy(scores), k)
+    assert got.numel() == k and set(got.tolist()) == reference(scores, k)
