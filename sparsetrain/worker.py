@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 
 from sparsetrain.layout import WorkerLayout
-from sparsetrain.metrics import SUMMARY, write_json_atomic
+from sparsetrain.metrics import SUMMARY, read_metrics, write_json_atomic
 from sparsetrain.trainer import Trainer
 
 __all__ = ["run_worker", "run_summary"]
@@ -103,6 +103,8 @@ def run_worker(job: dict[str, Any], run_dir: str) -> dict[str, Any] | None:
         trainer.close(summary)
     except BaseException as error:
         if rank == 0:
+            records = read_metrics(run_dir)  # what was measured before the failure stays visible
+            summary.update({k: v for k, v in (records[-1] if records else {}).items() if k != "step"})
             summary.update(status="failed", error=f"{type(error).__name__}: {error}")
             summary["traceback"] = traceback.format_exc()
             write_json_atomic(Path(run_dir) / SUMMARY, summary)

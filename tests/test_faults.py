@@ -46,6 +46,7 @@ def test_nonfinite_gradient_stops_by_default_and_is_skipped_on_request(tmp_path)
     assert failed.returncode != 0
     summary = json.loads((tmp_path / "error" / "summary.json").read_text())
     assert summary["status"] == "failed" and "step 15 holds NaN or Inf" in summary["error"]
+    assert summary["linreg/dist_to_opt"] is not None  # the metrics logged before the failure
     assert (tmp_path / "error" / "checkpoints" / "step_000000010" / "COMPLETE").exists()
 
     sparsetrain(tmp_path / "skip", *JOB, "fault.nonfinite_at_step=15", "train.nonfinite=skip")
