@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from datetime import datetime
@@ -23,6 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from sparsetrain import checkpoint
+from sparsetrain.components import component_class
 from sparsetrain.launch import in_torchrun_worker, launch
 from sparsetrain.metrics import SUMMARY, write_json_atomic, read_metrics
 from sparsetrain.validation import ConfigError, resolve_job
@@ -73,11 +75,20 @@ def _torchrun_layout(job: dict[str, Any]) -> None:
     d["rdzv_endpoint"] = d["rdzv_endpoint"] or "torchrun"
 
 
+def _discard_empty_run_dir(run_dir: str) -> None:
+    """Remove a run directory that a refused job leaves holding only Hydra's files (.hydra/ and
+    its log), so that nothing looks like a run that happened."""
+    path = Path(run_dir)
+    if path.is_dir() and all(p.name == ".hydra" or p.suffix == ".log" for p in path.iterdir()):
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def _summary_line(summary: dict[str, Any], run_dir: str) -> str:
-    metrics = {k: v for k, v in summary.items() if "/" in k and k.split("/")[0] in ("train", "linreg", "eval")}
+    metrics = {k: v for k, v in summary.items() if k == "train/loss" or k.split("/")[0] in ("linreg", "eval")}
     shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float)))
+    synthetic = " data=SYNTHETIC" if summary.get("data", "").startswith("SYNTHETIC") else ""
     return (
-        f"sparsetrain: {summary['status']} {summary['task']} {summary['compressor']} ratio={summary['ratio']} "
+        f"sparsetrain: {summary['status']} {summary['task']}{synthetic} {summary['compressor']} ratio={summary['ratio']} "
         f"workers={summary['workers']} steps={summary['steps']} {shown} "
         f"compression={summary.get('comm/compression') or 0:.4g} wall={summary.get('wall_s', 0):.1f}s run_dir={run_dir}"
     )
@@ -109,7 +120,10 @@ def app(cfg: DictConfig) -> dict[str, Any] | None:
         run_dir = str(Path(resume).resolve())
     try:
         job = _resumed_job(run_dir) if resume else resolve_job(job)
+        component_class(job["task"]).prepare(job["task"])
     except ConfigError as error:
+        if not resume:
+            _discard_empty_run_dir(run_dir)
         print(f"sparsetrain: error: {error}", file=sys.stderr)
         sys.exit(2)
     if not resume and os.environ.get("RANK", "0") == "0":

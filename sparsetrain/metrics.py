@@ -39,7 +39,7 @@ def read_metrics(run_dir: Path | str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-HPARAMS = ("task", "compressor", "ratio", "mu", "workers", "seed", "lr")
+HPARAMS = ("task", "data", "compressor", "ratio", "mu", "workers", "seed", "lr")
 """Hyper-parameters recorded for TensorBoard's HParams tab (those present in the summary)."""
 
 

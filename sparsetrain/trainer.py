@@ -6,8 +6,10 @@ One step, for the logical workers this process hosts (see :mod:`sparsetrain.layo
     gbar = exchange(payloads)      # identical on every process
     compressors see gbar;  optimizer steps on gbar (momentum and weight decay after aggregation)
 
-Step s (1..train.steps) logs the loss at the parameters it started from and the task metrics at
-the parameters it produced.
+The run lasts ``train.epochs`` passes over each worker's data, capped at ``train.steps``; step s
+(1-based) updates with the learning rate ``train.lr_schedule`` gives it, logs the loss at the
+parameters it started from and the task metrics (and, at epoch ends, every ``log.eval_every``
+steps and at the last step, the held-out ``eval/`` metrics) at the parameters it produced.
 """
 
 from __future__ import annotations
@@ -27,10 +29,21 @@ from sparsetrain.exchange import build_exchange, dense_bytes
 from sparsetrain.layout import WorkerLayout
 from sparsetrain.metrics import MetricsLogger, NullLogger
 from sparsetrain.optim import FlatSGD
+from sparsetrain.progress import Progress
+from sparsetrain.schedule import LRSchedule
 from sparsetrain.tasks.base import Task
 from sparsetrain.timing import Stopwatch
 
-__all__ = ["Trainer"]
+__all__ = ["Trainer", "total_steps"]
+
+
+def total_steps(epochs: float | None, steps: int | None, steps_per_epoch: int) -> int:
+    """The run's length: ``train.epochs`` passes over the data, capped at ``train.steps`` when set
+    (either alone also works)."""
+    lengths = [n for n in (round(epochs * steps_per_epoch) if epochs else None, steps) if n]
+    if not lengths:
+        raise ValueError("set train.epochs or train.steps")
+    return max(1, min(lengths))
 
 
 class Trainer:
@@ -38,11 +51,21 @@ class Trainer:
         self.layout = layout
         self.device = device
         train = job["train"]
-        self.steps = int(train["steps"])
         self.log_every = int(job["log"]["every"])
+        self.eval_every = int(job["log"].get("eval_every") or 0)
 
         self.task: Task = build(job["task"], layout=layout, device=device, seed=job["seed"])
         dim = self.task.dim
+        self.steps_per_epoch = self.task.steps_per_epoch
+        self.steps = total_steps(train.get("epochs"), train.get("steps"), self.steps_per_epoch)
+        self.schedule = LRSchedule(
+            base=train["lr"],
+            total=self.steps,
+            kind=train.get("lr_schedule", "constant"),
+            warmup=round(train.get("warmup_epochs", 0) * self.steps_per_epoch),
+            milestones=tuple(train.get("milestones", (0.5, 0.75))),
+            gamma=train.get("gamma", 0.1),
+        )
         self.compressors: list[Compressor] = [
             build(
                 job["compressor"],
@@ -65,7 +88,7 @@ class Trainer:
             momentum=train["momentum"],
             weight_decay=train["weight_decay"],
             nesterov=train.get("nesterov", False),
-            decay_size=self.task.decay_size,
+            decay_size=dim if train.get("decay_norm_and_bias", True) else self.task.decay_size,
         )
         self.run_dir = Path(run_dir)
         self.ckpt_every = int(job.get("ckpt", {}).get("every") or 0)
@@ -89,6 +112,10 @@ class Trainer:
         self.last_metrics: dict[str, float] = dict(getattr(self.logger, "last", {}))
         self._pending: list[tuple[int, list[float], dict[str, float]]] = []
         self._flush_rows = max(1, 100 // self.log_every)
+        self.progress = Progress(
+            self.steps, self.start_step - 1, self.steps_per_epoch,
+            enabled=layout.rank == 0 and job["log"].get("progress", True),
+        )
 
     def train_step(self, step: int) -> tuple[torch.Tensor, Any]:
         """One synchronous step over the hosted workers; returns (sum of their losses, CommStats)."""
@@ -152,17 +179,30 @@ class Trainer:
             self._maybe_die(step)
             for watch in (self.select_watch, self.comm_watch, self.step_watch):
                 watch.reset()
+            self.optimizer.lr = self.schedule(step)
             with self.step_watch:
                 loss_sum, stats = self.train_step(step)
             self.bytes_total += stats.bytes_sent * self.layout.num_workers
-            if step % self.log_every == 0 or step == self.steps:
-                self._record(step, loss_sum, stats)
+            evaluated = self.task.evaluate() if self._eval_due(step) else {}
+            if evaluated or step % self.log_every == 0 or step == self.steps:
+                self._record(step, loss_sum, stats, evaluated)
+            if self.progress.active:
+                self.progress.update(step, float(loss_sum) / self.layout.workers_per_process, evaluated)
             if len(self._pending) >= self._flush_rows or step == self.steps:
                 self._flush()
             if self.ckpt_every and (step % self.ckpt_every == 0 or step == self.steps):
                 self._flush()
                 self._save(step)
+        self.progress.close()
         return self.last_metrics
+
+    def _eval_due(self, step: int) -> bool:
+        """Evaluate at every epoch end, every ``log.eval_every`` steps and at the last step."""
+        return (
+            step == self.steps
+            or step % self.steps_per_epoch == 0
+            or bool(self.eval_every and step % self.eval_every == 0)
+        )
 
     def state_dict(self, step: int) -> dict[str, Any]:
         """This rank's whole training state after ``step``: enough to continue bit for bit."""
@@ -225,7 +265,7 @@ class Trainer:
             marker.touch()
             os.kill(os.getpid(), signal.SIGKILL)
 
-    def _record(self, step: int, loss_sum: torch.Tensor, stats) -> None:
+    def _record(self, step: int, loss_sum: torch.Tensor, stats, evaluated: dict[str, float]) -> None:
         """Keep this step's local measurements and the metrics known on every process."""
         local = [float(loss_sum), self.select_watch.ms, self.comm_watch.ms, self.step_watch.ms]
         if type(self.compressors[0]).dense:
@@ -234,6 +274,9 @@ class Trainer:
             compression = self.dense_bytes / stats.bytes_sent if stats.bytes_sent else float("nan")
         shared = {
             **self.task.metrics(),
+            **evaluated,
+            "train/lr": self.optimizer.lr,
+            "train/epoch": step / self.steps_per_epoch,
             "comm/bytes_sent": stats.bytes_sent,
             "comm/wire_bytes": stats.wire_bytes,
             "comm/bytes_total": self.bytes_total,

@@ -13,6 +13,7 @@ import torch
 
 from sparsetrain.components import component_class
 from sparsetrain.compressors.base import Compressor
+from sparsetrain.schedule import SCHEDULES
 from sparsetrain.tasks.base import Task
 
 __all__ = ["ConfigError", "resolve_job"]
@@ -59,11 +60,39 @@ def resolve_job(job: dict[str, Any], *, visible_gpus: int | None = None) -> dict
     gpus = torch.cuda.device_count() if visible_gpus is None else visible_gpus
     _number(job, "ratio", 0, 1, low_open=True)
     _require(isinstance(job["seed"], int), f"seed={job['seed']!r} is not allowed: use an integer")
-    _number(job, "train.steps", 1)
+    train = job["train"]
+    _require(
+        train.get("epochs") is not None or train.get("steps") is not None,
+        "train.epochs and train.steps are both null: set train.epochs=<passes over the data> or train.steps=<n>",
+    )
+    for key in ("epochs", "steps"):
+        if train.get(key) is not None:
+            _number(job, f"train.{key}", 0, low_open=True)
+    if train.get("steps") is not None:
+        _require(isinstance(train["steps"], int), f"train.steps={train['steps']!r} is not allowed: use an integer >= 1")
     _number(job, "train.lr", 0)
     _number(job, "train.momentum", 0, 1)
+    _require(
+        not train.get("nesterov") or train["momentum"] > 0,
+        "train.nesterov=true needs train.momentum > 0: set train.momentum (e.g. 0.9) or train.nesterov=false",
+    )
     _number(job, "train.weight_decay", 0)
+    _require(
+        train.get("lr_schedule", "constant") in SCHEDULES,
+        f"train.lr_schedule={train.get('lr_schedule')!r} is not allowed: use one of {', '.join(SCHEDULES)}",
+    )
+    if "warmup_epochs" in train:
+        _number(job, "train.warmup_epochs", 0)
+    if "gamma" in train:
+        _number(job, "train.gamma", 0, 1, low_open=True)
+    milestones = train.get("milestones", [])
+    _require(
+        isinstance(milestones, list) and all(isinstance(m, (int, float)) and 0 < m < 1 for m in milestones),
+        f"train.milestones={milestones!r} is not allowed: use a list of fractions of the run between 0 and 1",
+    )
     _number(job, "log.every", 1)
+    if job["log"].get("eval_every") is not None:
+        _number(job, "log.eval_every", 1)
     if job["train"].get("reject_factor") is not None:
         _number(job, "train.reject_factor", 1)
     _require(

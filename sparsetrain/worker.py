@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from sparsetrain.components import component_class
 from sparsetrain.layout import WorkerLayout
 from sparsetrain.metrics import SUMMARY, read_metrics, write_json_atomic
 from sparsetrain.trainer import Trainer
@@ -29,6 +30,7 @@ def run_summary(job: dict[str, Any]) -> dict[str, Any]:
     d = job["dist"]
     return {
         "task": job["task"].get("name", job["task"]["_target_"]),
+        "data": component_class(job["task"]).describe_data(job["task"]),
         "compressor": job["compressor"].get("name", job["compressor"]["_target_"]),
         "compressor_target": job["compressor"]["_target_"],
         "ratio": job["ratio"],
@@ -37,7 +39,8 @@ def run_summary(job: dict[str, Any]) -> dict[str, Any]:
         "processes": d["nproc"] * d["nnodes"],
         "device": d["device"],
         "backend": d["backend"],
-        "steps": job["train"]["steps"],
+        "epochs": job["train"].get("epochs"),
+        "steps": job["train"].get("steps"),
         "lr": job["train"]["lr"],
         "momentum": job["train"]["momentum"],
         "weight_decay": job["train"]["weight_decay"],
@@ -98,6 +101,8 @@ def run_worker(job: dict[str, Any], run_dir: str) -> dict[str, Any] | None:
             status="completed",
             k=trainer.k,
             dim=trainer.task.dim,
+            steps=trainer.steps,
+            steps_per_epoch=trainer.steps_per_epoch,
             wall_s=time.perf_counter() - started,
         )
         trainer.close(summary)

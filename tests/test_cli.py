@@ -48,7 +48,8 @@ def test_topk_run_writes_metrics_summary_and_tensorboard(tmp_path):
         assert [s.step for s in scalars] == list(range(1, 51))
         np.testing.assert_allclose([s.value for s in scalars], [r[key] for r in records], rtol=1e-6)
     assert hparams_of(run_dir) == {
-        "task": "linreg", "compressor": "topk", "ratio": 0.5, "workers": 2.0, "seed": 0.0, "lr": 0.01
+        "task": "linreg", "data": "generated from the seed", "compressor": "topk", "ratio": 0.5, "workers": 2.0,
+        "seed": 0.0, "lr": 0.01,
     }
 
 
@@ -89,7 +90,7 @@ def test_layout_does_not_change_the_result(tmp_path, compressor):
     for nproc in (1, 2, 4):
         run_dir = tmp_path / f"{compressor}{nproc}"
         sparsetrain(
-            run_dir, f"compressor={compressor}", "ratio=0.3", f"dist.nproc={nproc}", "dist.workers=4",
+            run_dir, "task=linreg", f"compressor={compressor}", "ratio=0.3", f"dist.nproc={nproc}", "dist.workers=4",
             "train.steps=60", "log.tensorboard=false", env={"OMP_NUM_THREADS": "1"},
         )
         runs[nproc] = _trajectory(run_dir)
@@ -114,7 +115,7 @@ def test_users_own_compressor_runs_with_one_override(tmp_path):
     '''))
     run_dir = tmp_path / "run"
     sparsetrain(
-        run_dir, "compressor._target_=mycomp.HalfK", "ratio=0.5", "dist.nproc=2", "train.steps=5",
+        run_dir, "task=linreg", "compressor._target_=mycomp.HalfK", "ratio=0.5", "dist.nproc=2", "train.steps=5",
         env={"PYTHONPATH": str(tmp_path)},
     )
     records, summary = load_run(run_dir)
@@ -135,7 +136,7 @@ def test_failed_worker_exits_nonzero_and_keeps_its_results(tmp_path):
     '''))
     run_dir = tmp_path / "run"
     result = sparsetrain(
-        run_dir, "compressor._target_=crash.CrashAtStep4", "dist.nproc=2", "train.steps=10", "log.every=1",
+        run_dir, "task=linreg", "compressor._target_=crash.CrashAtStep4", "dist.nproc=2", "train.steps=10", "log.every=1",
         env={"PYTHONPATH": str(tmp_path)}, check=False,
     )
     assert result.returncode != 0
@@ -160,14 +161,20 @@ def test_failed_worker_exits_nonzero_and_keeps_its_results(tmp_path):
         ("ckpt.every=-1", "ckpt.every"),
         ("fault.kill_rank=7 fault.at_step=3", "fault.kill_rank"),
         ("resume=/nonexistent/run", "resume="),
+        ("train.steps=null", "train.epochs"),
+        ("train.nesterov=true", "train.nesterov"),
+        ("train.lr_schedule=linear", "train.lr_schedule"),
+        ("train.milestones=[0.5,2]", "train.milestones"),
+        ("log.eval_every=0", "log.eval_every"),
     ],
 )
 def test_bad_config_is_one_line_and_exit_2(tmp_path, override, key):
-    result = sparsetrain(tmp_path / "run", "dist.nproc=2", *override.split(), check=False)
+    result = sparsetrain(tmp_path / "run", "task=linreg", "dist.nproc=2", *override.split(), check=False)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("sparsetrain: error: ") and key in lines[0]
     assert "Traceback" not in result.stderr
+    assert key == "resume=" or not (tmp_path / "run").exists()  # no run directory left for a refused job
 
 
 def test_already_under_torchrun_runs_in_place(tmp_path, python):
@@ -175,7 +182,7 @@ def test_already_under_torchrun_runs_in_place(tmp_path, python):
     result = subprocess.run(
         [python, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--rdzv-backend", "c10d",
          "--rdzv-endpoint", "127.0.0.1:0", "--rdzv-id", "abc", "-m", "sparsetrain",
-         "compressor=topk", "ratio=0.5", "train.steps=20"],
+         "task=linreg", "compressor=topk", "ratio=0.5", "train.steps=20"],
         capture_output=True, text=True, cwd=tmp_path, timeout=300,
     )
     assert result.returncode == 0, result.stderr
@@ -188,7 +195,7 @@ def test_already_under_torchrun_runs_in_place(tmp_path, python):
 @pytest.mark.parametrize("compressor", ["gaussiank", "regtopk", "randomk"])
 def test_every_compressor_trains_end_to_end(tmp_path, compressor):
     run_dir = tmp_path / compressor
-    sparsetrain(run_dir, f"compressor={compressor}", "ratio=0.3", "dist.nproc=2", "dist.workers=4",
+    sparsetrain(run_dir, "task=linreg", f"compressor={compressor}", "ratio=0.3", "dist.nproc=2", "dist.workers=4",
                 "train.steps=30", "log.tensorboard=false")
     records, summary = load_run(run_dir)
     assert summary["status"] == "completed" and summary["compressor"] == compressor
@@ -206,7 +213,7 @@ def test_two_nodes_on_one_host(tmp_path):
     endpoint = f"127.0.0.1:{free_port()}"
     nodes = [
         subprocess.Popen(
-            ["sparsetrain", "compressor=topk", "ratio=0.5", "dist.nproc=1", "dist.nnodes=2", f"dist.node_rank={rank}",
+            ["sparsetrain", "task=linreg", "compressor=topk", "ratio=0.5", "dist.nproc=1", "dist.nnodes=2", f"dist.node_rank={rank}",
              f"dist.rdzv_endpoint={endpoint}", "train.steps=20", f"hydra.run.dir={tmp_path / f'node{rank}'}"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
         )
@@ -228,7 +235,7 @@ def test_a_failed_job_does_not_stop_the_sweep(tmp_path):
                 raise RuntimeError("boom")
     '''))
     result = subprocess.run(
-        ["sparsetrain", "-m", "compressor._target_=crash.Crash,sparsetrain.compressors.topk.TopK", "dist.nproc=2",
+        ["sparsetrain", "-m", "task=linreg", "compressor._target_=crash.Crash,sparsetrain.compressors.topk.TopK", "dist.nproc=2",
          "train.steps=5", "log.tensorboard=false", f"hydra.sweep.dir={tmp_path / 'sw'}"],
         capture_output=True, text=True, cwd=tmp_path, timeout=600, env={**os.environ, "PYTHONPATH": str(tmp_path)},
     )

@@ -5,7 +5,7 @@ import subprocess
 
 from tests.conftest import load_run, sparsetrain
 
-JOB = ["compressor=regtopk", "ratio=0.3", "train.momentum=0.5", "train.steps=50", "dist.nproc=2",
+JOB = ["task=linreg", "compressor=regtopk", "ratio=0.3", "train.momentum=0.5", "train.steps=50", "dist.nproc=2",
        "dist.workers=4", "ckpt.every=10"]
 COMPARED = ("train/loss", "linreg/dist_to_opt", "comm/bytes_total", "comm/selected")
 

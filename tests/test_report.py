@@ -14,7 +14,7 @@ from tests.conftest import sparsetrain
 def sweep(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
     result = subprocess.run(
-        ["sparsetrain", "-m", "compressor=topk,dense", "ratio=0.3,0.6", "dist.nproc=2", "train.steps=20",
+        ["sparsetrain", "-m", "task=linreg", "compressor=topk,dense", "ratio=0.3,0.6", "dist.nproc=2", "train.steps=20",
          "log.tensorboard=false", f"hydra.sweep.dir={root / 'sw'}"],
         capture_output=True, text=True, cwd=root, timeout=900,
     )
@@ -56,7 +56,7 @@ def test_report_rows_match_the_runs(sweep):
 
 def test_report_on_a_single_run(tmp_path):
     run_dir = tmp_path / "one"
-    sparsetrain(run_dir, "dist.nproc=2", "train.steps=5", "log.tensorboard=false")
+    sparsetrain(run_dir, "task=linreg", "dist.nproc=2", "train.steps=5", "log.tensorboard=false")
     result = subprocess.run(["sparsetrain-report", str(run_dir)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "| linreg | topk | 0.01 | 2 | 0 |" in (run_dir / "report.md").read_text()

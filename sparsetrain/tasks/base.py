@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from sparsetrain.layout import WorkerLayout
@@ -33,9 +35,25 @@ class Task:
     def dim(self) -> int:
         return self.flat_params.numel()
 
+    @classmethod
+    def prepare(cls, config: dict[str, Any]) -> None:
+        """Check the task's own keys and make its inputs available (a download, say), once per
+        node in the launching process before any worker starts. May normalise ``config`` in place
+        (an absolute data path); raises :class:`~sparsetrain.validation.ConfigError`."""
+
+    @classmethod
+    def describe_data(cls, config: dict[str, Any]) -> str:
+        """What the run trains on, for summary.json."""
+        return "generated from the seed"
+
     @property
     def decay_size(self) -> int:
         return self.dim
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Steps in one pass over each worker's data (``train.epochs`` counts these)."""
+        return 1
 
     def local_gradient(self, local_worker: int, step: int) -> torch.Tensor:
         """Write hosted worker ``local_worker``'s gradient at the current parameters into
@@ -50,5 +68,11 @@ class Task:
         pass
 
     def metrics(self) -> dict[str, float]:
-        """Task metrics of the current parameters (same on every process), e.g. distance to x*."""
+        """Cheap task metrics of the current parameters, logged every ``log.every`` steps (the
+        same on every process), e.g. distance to x*."""
+        return {}
+
+    def evaluate(self) -> dict[str, float]:
+        """Held-out metrics (``eval/...``), run every ``log.eval_every`` steps, at every epoch end
+        and at the last step; every process calls it and gets the same numbers."""
         return {}
