@@ -10,7 +10,10 @@ degrees of freedom) it times, as medians over ``--repeats`` runs after warm-up:
     aggregate), for topk, gaussiank, regtopk, randomk;
   * ``torch.topk`` of |a| (the plain reference) and sparsetrain's exact top-k path alone (|a| into
     the reusable score buffer, then :func:`topk_indices`);
-  * the floor: one pass reading d floats (``torch.sum``).
+  * the floor: one pass reading d floats (``torch.sum``);
+  * on CPU, the parts: the error-feedback update alone (``e += g``), gaussiank's selection alone
+    (moments + threshold loop on a ready ``a``), and topk and gaussiank with the native kernels
+    switched off (``torch path``: what runs where the optional C extension did not build).
 On CUDA every timing is synchronised. Writes a JSON list of records (device, d, ratio,
 distribution, selector, median_ms, floor_ms, selected) and a Markdown table beside it.
 """
@@ -30,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from sparsetrain.compressors import GaussianK, RandomK, RegTopK, TopK
+from sparsetrain.compressors import GaussianK, RandomK, RegTopK, TopK, kernels
 from sparsetrain.compressors.selection import magnitudes, topk_indices
 
 SELECTORS = {"topk": TopK, "gaussiank": GaussianK, "regtopk": RegTopK, "randomk": RandomK}
@@ -70,6 +73,19 @@ def prepared(cls, d: int, ratio: float, grads: list[torch.Tensor], device: torch
     return compressor
 
 
+def torch_path(fn):
+    """``fn`` with the native kernels switched off."""
+
+    def run():
+        kernels.ENABLED = False
+        try:
+            fn()
+        finally:
+            kernels.ENABLED = True
+
+    return run
+
+
 def bench(device: torch.device, d: int, ratio: float, distribution: str, repeats: int) -> list[dict]:
     grads = [gradient(d, distribution, seed, device) for seed in range(4)]
     g = grads[-1]
@@ -79,7 +95,10 @@ def bench(device: torch.device, d: int, ratio: float, distribution: str, repeats
         "torch.topk": (lambda: torch.topk(g.abs(), k, sorted=False), k),
         "exact top-k path": (lambda: topk_indices(magnitudes(g), k), k),
     }
-    for name, cls in SELECTORS.items():
+    variants = [(name, cls, True) for name, cls in SELECTORS.items()]
+    if device.type == "cpu" and kernels.ENABLED:
+        variants += [("topk (torch path)", TopK, False), ("gaussiank (torch path)", GaussianK, False)]
+    for name, cls, native in variants:
         compressor = prepared(cls, d, ratio, grads[:2], device)
         counts = []
         step = iter(range(3, 10**9))
@@ -88,7 +107,14 @@ def bench(device: torch.device, d: int, ratio: float, distribution: str, repeats
             t = next(step)  # a different gradient each step, as in training
             counts.append(compressor.compress(grads[t % len(grads)], t).count)
 
-        rows[name] = (run, counts)
+        rows[name] = (run if native else torch_path(run), counts)
+    if device.type == "cpu":
+        residual = prepared(GaussianK, d, ratio, grads[:2], device).residual
+        acc = residual + g
+        gaussiank = GaussianK(d, ratio)
+        counts = []
+        rows["error feedback alone (e += g)"] = (lambda: residual.add_(g), 0)
+        rows["gaussiank selection alone"] = (lambda: counts.append(gaussiank.select(acc, 3).numel()), counts)
     records = []
     for selector, (fn, count) in rows.items():
         ms = median_ms(fn, repeats, device)
@@ -143,7 +169,7 @@ def main() -> None:
         "",
         f"Made by `python {' '.join(shlex.quote(a) for a in sys.argv)}` on {datetime.date.today()}, "
         f"{platform.node()} ({os.cpu_count()} cores{gpu}; Python {platform.python_version()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} CPU threads). Median of {args.repeats} runs after 2 warm-ups; CUDA timings "
+        f"{torch.get_num_threads()} CPU threads; native CPU kernels {'on' if kernels.ENABLED else 'off (not built)'}). Median of {args.repeats} runs after 2 warm-ups; CUDA timings "
         "synchronised. Selectors are timed as sparsetrain runs them (`compress`: error feedback + selection) "
         "on a worker with 2 previous steps of state. `x floor`: time / one `torch.sum` pass over d floats.",
         "",

@@ -1,4 +1,4 @@
-"""Both kinds of install find the configs shipped as ``sparsetrain.conf``.
+"""Both kinds of install find the configs shipped as ``sparsetrain.conf`` (and build the kernels).
 
 The test session itself runs on the README's editable install; this test adds a regular
 (non-editable) ``pip install .`` into a fresh virtual environment and runs its console script from
@@ -38,4 +38,9 @@ def test_regular_install_finds_its_configs(tmp_path):
         capture_output=True, text=True, cwd=elsewhere, check=True,
     )
     assert located.stdout.startswith(str(env_dir)), located.stdout
+    kernels = subprocess.run(  # the optional C extension is built and shipped (a compiler is here)
+        [str(env_dir / "bin" / "python"), "-c", "from sparsetrain.compressors import _kernels; print(_kernels.__file__)"],
+        capture_output=True, text=True, cwd=elsewhere, check=True,
+    )
+    assert kernels.stdout.startswith(str(env_dir)), kernels.stdout
     assert sys.prefix != str(env_dir)

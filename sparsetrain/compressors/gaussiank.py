@@ -11,22 +11,26 @@ Alg. 2 (ALGORITHMS.md): the accumulated gradient's entries are roughly bell-shap
 picks about k entries in O(d) work. The count varies from step to step and worker to worker.
 
 Deviation (``refine=True``, the default): when |I| is still outside [2k/3, 4k/3] after the three
-evaluations, sparsetrain sends exactly k entries instead: the top k among the candidates when there
-are too many (the candidates hold the global top k, so this is exact Top-k), or an exact top-k pass
-over all d entries when there are too few (a heavy-tailed or degenerate gradient). ``refine=False``
-is the paper's plain behaviour: the last evaluated set, however far from k (possibly empty).
+evaluations, sparsetrain sends exactly k entries instead, the exact top k (the fast path of
+:func:`~sparsetrain.compressors.selection.topk_indices`). This is common under error feedback: the
+residual's tail is depleted by earlier selections, so the Gaussian fit's threshold passes too few
+entries, half of it far too many, and the loop's x0.5 / x1.5 steps cannot land in range (seen in
+results/selection/). ``refine=False`` is the paper's plain behaviour: the last evaluated set,
+however far from k (possibly empty).
 No division by the standard deviation happens anywhere: a constant or all-zero gradient gives
 ``thr = mean`` and is handled by the loop (and by the fallback), never by NaN.
 """
 
 from __future__ import annotations
 
+import math
 from statistics import NormalDist
 
 import torch
 
+from sparsetrain.compressors import kernels
 from sparsetrain.compressors.base import SparseCompressor
-from sparsetrain.compressors.selection import magnitudes, scratch, topk_indices
+from sparsetrain.compressors.selection import magnitudes, topk_indices
 
 __all__ = ["GaussianK"]
 
@@ -42,25 +46,31 @@ class GaussianK(SparseCompressor):
         self.low, self.high = 2 * self.k / 3, 4 * self.k / 3
 
     def select(self, acc: torch.Tensor, step: int) -> torch.Tensor:
-        # mean and std from one sum and one dot (E[a^2] - mean^2): ~10x faster on CPU than
-        # torch.std_mean's two-pass kernel; gradients have |mean| << std, so the cancellation is mild.
-        mean = float(acc.sum()) / self.dim
-        std = max(0.0, float(torch.dot(acc, acc)) / self.dim - mean * mean) ** 0.5
+        total, total_sq = kernels.moments(acc)
+        return self.select_with_moments(acc, total, total_sq)
+
+    def select_with_moments(self, acc: torch.Tensor, total: float, total_sq: float) -> torch.Tensor:
+        """The threshold loop, given ``sum(acc)`` and ``sum(acc**2)``.
+
+        mean and std come from those two sums (E[a^2] - mean^2, one read pass instead of
+        torch.std_mean's two; gradients have |mean| << std, so the cancellation is mild). Each
+        evaluation is one :func:`~sparsetrain.compressors.kernels.abs_above` pass that also
+        collects the indices when the count lands in range, so the common case reads ``acc``
+        twice in all.
+        """
+        mean = total / self.dim
+        std = max(0.0, total_sq / self.dim - mean * mean) ** 0.5
         threshold = mean + self.z * std
-        magnitude = magnitudes(acc)
-        mask = scratch("mask", self.dim, torch.bool, acc.device)
+        cap = math.floor(self.high)
         for _ in range(self.max_evaluations):
-            torch.gt(magnitude, threshold, out=mask)
-            count = int(torch.count_nonzero(mask))
+            evaluated = threshold
+            count, indices = kernels.abs_above(acc, evaluated, cap)
             if count < self.low:
                 threshold *= 0.5
             elif count > self.high:
                 threshold *= 1.5
             else:
-                return torch.nonzero(mask).squeeze(1)
-        if not self.refine:
-            return torch.nonzero(mask).squeeze(1)
-        if count > self.high:
-            candidates = torch.nonzero(mask).squeeze(1)
-            return candidates[topk_indices(magnitude[candidates], self.k)]
-        return topk_indices(magnitude, self.k)
+                return indices
+        if self.refine:
+            return topk_indices(magnitudes(acc), self.k)
+        return indices if indices is not None else kernels.abs_above(acc, evaluated, count)[1]

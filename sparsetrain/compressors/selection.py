@@ -5,13 +5,12 @@ the k entries of largest score; among entries equal to the k-th largest score, t
 win. Every path here returns exactly that set.
 
 Fast path (:func:`topk_indices` for large d and small k/d): a threshold from a strided sample,
-the candidates above it (one compare pass and one compaction, in index order), and the exact
-top-k among the ~2k candidates. If fewer than k entries pass, the plain exact path runs instead,
-so the result never depends on the sample. Temporaries: one d-sized bool mask (d/4 floats), kept
-between calls (:func:`scratch`), and the candidates; the caller's score buffer is only read.
-
-Large temporaries are reused rather than allocated per step: a fresh 45 MB tensor costs more in
-page faults (~20 ms on a 2-core CPU) than the pass that fills it (~3 ms).
+the candidates above it in index order (:func:`~sparsetrain.compressors.kernels.abs_above`: one
+native pass, or a compare and a compaction in torch), and the exact top-k among the ~2k
+candidates. If fewer than k entries pass, the plain exact path runs instead, so the result never
+depends on the sample. Temporaries: the candidates (O(k)); the torch path adds one d-sized bool
+mask (d/4 floats), kept between calls (:func:`~sparsetrain.compressors.buffers.scratch`). The
+caller's score buffer is only read.
 """
 
 from __future__ import annotations
@@ -19,6 +18,9 @@ from __future__ import annotations
 import math
 
 import torch
+
+from sparsetrain.compressors import kernels
+from sparsetrain.compressors.buffers import magnitudes, scratch
 
 __all__ = ["topk_indices", "exact_topk_indices", "magnitudes", "scratch"]
 
@@ -30,27 +32,6 @@ FAST_PATH_DEVICES = ("cpu",)
 """Where the sampled-threshold path wins. On an H100, ``torch.topk`` (radix select) takes 0.33 ms
 for d = 11.17M and beats it (0.65 ms, latency-bound by its host synchronisations); see
 results/selection/."""
-
-
-_SCRATCH: dict[tuple, torch.Tensor] = {}
-
-
-def scratch(name: str, numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A reusable 1-D buffer, one per (name, size, dtype, device) in this process.
-
-    Compressors of the logical workers a process hosts run one after another, so they share it.
-    Its contents are garbage between calls.
-    """
-    key = (name, numel, dtype, device)
-    buffer = _SCRATCH.get(key)
-    if buffer is None:
-        buffer = _SCRATCH[key] = torch.empty(numel, dtype=dtype, device=device)
-    return buffer
-
-
-def magnitudes(values: torch.Tensor) -> torch.Tensor:
-    """``|values|`` written into the process's reusable score buffer."""
-    return torch.abs(values, out=scratch("scores", values.numel(), values.dtype, values.device))
 
 
 SORTED_BELOW = 2048
@@ -82,8 +63,8 @@ def exact_topk_indices(scores: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def topk_indices(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices (int64, distinct, no particular order) of the ``k`` largest ``scores`` (1-D, NaN-free);
-    among scores equal to the k-th largest, lower indices win."""
+    """Indices (int64, distinct, no particular order) of the ``k`` largest ``scores`` (1-D,
+    non-negative, NaN-free); among scores equal to the k-th largest, lower indices win."""
     n = scores.numel()
     if n < FAST_PATH_MIN_D or 16 * k > n or scores.device.type not in FAST_PATH_DEVICES:
         return exact_topk_indices(scores, k)
@@ -91,10 +72,11 @@ def topk_indices(scores: torch.Tensor, k: int) -> torch.Tensor:
     sample = scores[::stride]
     # The sample's q-th largest: about 2k entries of the whole buffer are expected above it.
     q = min(sample.numel(), math.ceil(2 * k * sample.numel() / n) + 8)
-    threshold = torch.topk(sample, q, sorted=False).values.min()
-    mask = torch.ge(scores, threshold, out=scratch("mask", n, torch.bool, scores.device))
-    candidates = torch.nonzero(mask).squeeze(1)
-    if candidates.numel() < k:
+    threshold = float(torch.topk(sample, q, sorted=False).values.min())
+    count, candidates = kernels.abs_above(scores, threshold, cap=4 * k, inclusive=True)
+    if count < k:
         return exact_topk_indices(scores, k)
+    if candidates is None:  # far more than the ~2k expected: the sample was unlucky
+        _, candidates = kernels.abs_above(scores, threshold, cap=count, inclusive=True)
     # All entries >= the k-th largest are candidates, in index order, so the tie rule carries over.
     return candidates[exact_topk_indices(scores[candidates], k)]
