@@ -120,7 +120,7 @@ def app(cfg: DictConfig) -> dict[str, Any] | None:
         run_dir = str(Path(resume).resolve())
     try:
         job = _resumed_job(run_dir) if resume else resolve_job(job)
-        component_class(job["task"]).prepare(job["task"])
+        component_class(job["task"]).prepare(job["task"], num_workers=job["dist"]["workers"])
     except ConfigError as error:
         if not resume:
             _discard_empty_run_dir(run_dir)

@@ -36,10 +36,11 @@ class Task:
         return self.flat_params.numel()
 
     @classmethod
-    def prepare(cls, config: dict[str, Any]) -> None:
-        """Check the task's own keys and make its inputs available (a download, say), once per
-        node in the launching process before any worker starts. May normalise ``config`` in place
-        (an absolute data path); raises :class:`~sparsetrain.validation.ConfigError`."""
+    def prepare(cls, config: dict[str, Any], num_workers: int) -> None:
+        """Check the task's own keys (for a job of ``num_workers`` logical workers) and make its
+        inputs available (a download, say), once per node in the launching process before any
+        worker starts. May normalise ``config`` in place (an absolute data path); raises
+        :class:`~sparsetrain.validation.ConfigError`."""
 
     @classmethod
     def describe_data(cls, config: dict[str, Any]) -> str:

@@ -146,6 +146,17 @@ def random_crop_flip(images: torch.Tensor, gen: torch.Generator, padding: int = 
     return padded[index, chan, rows[:, None, :, None], cols[:, None, None, :]]
 
 
+def steps_per_epoch(images: int, num_workers: int, batch_size: int) -> int:
+    """Full batches in each worker's shard (``DistributedSampler`` with ``drop_last``)."""
+    shard = images // num_workers
+    if shard < batch_size:
+        raise ConfigError(
+            f"task.batch_size={batch_size} exceeds each worker's shard of {shard} images "
+            f"({images} over {num_workers} workers): lower task.batch_size or dist.workers"
+        )
+    return shard // batch_size
+
+
 class CIFAR10(Task):
     """ResNet-18 on CIFAR-10; keys under ``task.`` (conf/task/cifar10.yaml documents each)."""
 
@@ -189,12 +200,7 @@ class CIFAR10(Task):
             range(len(self.data.train_labels)), num_replicas=layout.num_workers, rank=0, shuffle=True,
             seed=seed, drop_last=True,
         )
-        self._steps_per_epoch = self.sampler.num_samples // batch_size
-        if self._steps_per_epoch == 0:
-            raise ConfigError(
-                f"task.batch_size={batch_size} exceeds each worker's shard of {self.sampler.num_samples} images "
-                f"({len(self.data.train_labels)} over {layout.num_workers} workers): lower task.batch_size"
-            )
+        self._steps_per_epoch = steps_per_epoch(len(self.data.train_labels), layout.num_workers, batch_size)
         self._orders: dict[int, tuple[int, torch.Tensor]] = {}
 
         with torch.random.fork_rng(devices=[]):  # the same initial model on every process, for a seed
@@ -205,7 +211,7 @@ class CIFAR10(Task):
         self._buffers = [b for b in self.model.buffers() if b.is_floating_point()]
 
     @classmethod
-    def prepare(cls, config: dict[str, Any]) -> None:
+    def prepare(cls, config: dict[str, Any], num_workers: int) -> None:
         """Check the task's keys and make the data (and pretrained weights) available, in the
         launching process before any worker starts, so a missing dataset is one line, not a crash
         in every worker."""
@@ -222,8 +228,12 @@ class CIFAR10(Task):
         if config.get("pretrained") and config["model"] != "imagenet":
             raise ConfigError("task.pretrained=true needs task.model=imagenet: there are no pretrained CIFAR-stem weights")
         config["data_root"] = str(Path(os.path.expanduser(str(config["data_root"]))).resolve())
-        if not config.get("synthetic"):
-            load_cifar10(config["data_root"], config.get("download", False), config.get("verify_checksums", True))
+        if config.get("synthetic"):
+            images = config["synthetic_samples"]
+        else:
+            data = load_cifar10(config["data_root"], config.get("download", False), config.get("verify_checksums", True))
+            images = len(data.train_labels)
+        steps_per_epoch(images, num_workers, config["batch_size"])
         if config.get("pretrained"):
             try:
                 PRETRAINED.get_state_dict(progress=False)

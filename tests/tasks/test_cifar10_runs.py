@@ -104,6 +104,7 @@ def test_copy_failing_the_checksum_is_refused_by_default(tmp_path, data_root):
         ("task.batch_size=0", "task.batch_size"),
         ("task.pretrained=true", "task.pretrained"),
         ("task.eval_samples=-3", "task.eval_samples"),
+        ("task.batch_size=101", "task.batch_size"),  # the fixture's 200 images give each of 2 workers 100
     ],
 )
 def test_bad_task_values_are_one_line(tmp_path, data_root, override, key):
