@@ -8,8 +8,8 @@ degrees of freedom) it times, as medians over ``--repeats`` runs after warm-up:
   * each selector as sparsetrain runs it: ``compressor.compress`` (error feedback + selection) on a
     worker whose residual already holds previous steps (and, for regtopk, last step's mask and
     aggregate), for topk, gaussiank, regtopk, randomk;
-  * ``torch.topk`` of |a| (the plain reference) and sparsetrain's exact top-k path alone (|a| into
-    the reusable score buffer, then :func:`topk_indices`);
+  * ``torch.topk`` of |a| (the plain reference) and sparsetrain's exact top-k path alone
+    (:func:`topk_magnitude_indices` of a, without error feedback);
   * the floor: one pass reading d floats (``torch.sum``);
   * on CPU, the parts: the error-feedback update alone (``e += g``), gaussiank's selection alone
     (moments + threshold loop on a ready ``a``), and topk and gaussiank with the native kernels
@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from sparsetrain.compressors import GaussianK, RandomK, RegTopK, TopK, kernels
-from sparsetrain.compressors.selection import magnitudes, topk_indices
+from sparsetrain.compressors.selection import topk_magnitude_indices
 
 SELECTORS = {"topk": TopK, "gaussiank": GaussianK, "regtopk": RegTopK, "randomk": RandomK}
 
@@ -93,7 +93,7 @@ def bench(device: torch.device, d: int, ratio: float, distribution: str, repeats
     floor = median_ms(lambda: torch.sum(g), repeats, device)
     rows = {
         "torch.topk": (lambda: torch.topk(g.abs(), k, sorted=False), k),
-        "exact top-k path": (lambda: topk_indices(magnitudes(g), k), k),
+        "exact top-k path": (lambda: topk_magnitude_indices(g, k), k),
     }
     variants = [(name, cls, True) for name, cls in SELECTORS.items()]
     if device.type == "cpu" and kernels.ENABLED:

@@ -12,7 +12,7 @@ picks about k entries in O(d) work. The count varies from step to step and worke
 
 Deviation (``refine=True``, the default): when |I| is still outside [2k/3, 4k/3] after the three
 evaluations, sparsetrain sends exactly k entries instead, the exact top k (the fast path of
-:func:`~sparsetrain.compressors.selection.topk_indices`). This is common under error feedback: the
+:func:`~sparsetrain.compressors.selection.topk_magnitude_indices`). This is common under error feedback: the
 residual's tail is depleted by earlier selections, so the Gaussian fit's threshold passes too few
 entries, half of it far too many, and the loop's x0.5 / x1.5 steps cannot land in range (seen in
 results/selection/). ``refine=False`` is the paper's plain behaviour: the last evaluated set,
@@ -30,7 +30,7 @@ import torch
 
 from sparsetrain.compressors import kernels
 from sparsetrain.compressors.base import SparseCompressor
-from sparsetrain.compressors.selection import magnitudes, topk_indices
+from sparsetrain.compressors.selection import topk_magnitude_indices
 
 __all__ = ["GaussianK"]
 
@@ -72,5 +72,5 @@ class GaussianK(SparseCompressor):
             else:
                 return indices
         if self.refine:
-            return topk_indices(magnitudes(acc), self.k)
+            return topk_magnitude_indices(acc, self.k)
         return indices if indices is not None else kernels.abs_above(acc, evaluated, count)[1]

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from sparsetrain.compressors.base import Payload, SparseCompressor
-from sparsetrain.compressors.selection import magnitudes, topk_indices
+from sparsetrain.compressors.selection import topk_magnitude_indices
 
 __all__ = ["RegTopK"]
 
@@ -50,10 +50,9 @@ class RegTopK(SparseCompressor):
         return torch.tanh(agreement / self.mu).abs()
 
     def select(self, acc: torch.Tensor, step: int) -> torch.Tensor:
-        score = magnitudes(acc)
-        if self.prev_indices.numel():
-            score[self.prev_indices] *= self.weights() / self.unsent_weight
-        return topk_indices(score, self.k)
+        if not self.prev_indices.numel():
+            return topk_magnitude_indices(acc, self.k)
+        return topk_magnitude_indices(acc, self.k, scaled=(self.prev_indices, self.weights() / self.unsent_weight))
 
     def compress(self, grad: torch.Tensor, step: int) -> Payload:
         payload = super().compress(grad, step)

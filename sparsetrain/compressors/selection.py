@@ -4,13 +4,14 @@
 the k entries of largest score; among entries equal to the k-th largest score, the lowest indices
 win. Every path here returns exactly that set.
 
-Fast path (:func:`topk_indices` for large d and small k/d): a threshold from a strided sample,
-the candidates above it in index order (:func:`~sparsetrain.compressors.kernels.abs_above`: one
-native pass, or a compare and a compaction in torch), and the exact top-k among the ~2k
-candidates. If fewer than k entries pass, the plain exact path runs instead, so the result never
-depends on the sample. Temporaries: the candidates (O(k)); the torch path adds one d-sized bool
-mask (d/4 floats), kept between calls (:func:`~sparsetrain.compressors.buffers.scratch`). The
-caller's score buffer is only read.
+Fast path (:func:`topk_magnitude_indices` for large d and small k/d, on CPU): a threshold from
+a strided sample of |a|, the candidates above it in index order
+(:func:`~sparsetrain.compressors.kernels.abs_above`: one native pass, or a compare and a
+compaction in torch), and the exact top-k among the ~2k candidates' scores. If fewer than k
+candidates reach the threshold, the plain exact path runs instead, so the result never depends on
+the sample. Temporaries: the sample and the candidates (O(k)); no d-sized buffer with the native
+kernels; the torch path and the exact path use the reusable score buffer and a d-byte mask
+(:func:`~sparsetrain.compressors.buffers.scratch`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 from sparsetrain.compressors import kernels
 from sparsetrain.compressors.buffers import magnitudes, scratch
 
-__all__ = ["topk_indices", "exact_topk_indices", "magnitudes", "scratch"]
+__all__ = ["topk_indices", "topk_magnitude_indices", "exact_topk_indices", "magnitudes", "scratch"]
 
 SAMPLE_SIZE = 1 << 16
 """Entries in the strided sample that sets the candidate threshold."""
@@ -65,18 +66,46 @@ def exact_topk_indices(scores: torch.Tensor, k: int) -> torch.Tensor:
 def topk_indices(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Indices (int64, distinct, no particular order) of the ``k`` largest ``scores`` (1-D,
     non-negative, NaN-free); among scores equal to the k-th largest, lower indices win."""
-    n = scores.numel()
-    if n < FAST_PATH_MIN_D or 16 * k > n or scores.device.type not in FAST_PATH_DEVICES:
-        return exact_topk_indices(scores, k)
-    stride = n // SAMPLE_SIZE
-    sample = scores[::stride]
-    # The sample's q-th largest: about 2k entries of the whole buffer are expected above it.
-    q = min(sample.numel(), math.ceil(2 * k * sample.numel() / n) + 8)
-    threshold = float(torch.topk(sample, q, sorted=False).values.min())
-    count, candidates = kernels.abs_above(scores, threshold, cap=4 * k, inclusive=True)
-    if count < k:
-        return exact_topk_indices(scores, k)
-    if candidates is None:  # far more than the ~2k expected: the sample was unlucky
-        _, candidates = kernels.abs_above(scores, threshold, cap=count, inclusive=True)
-    # All entries >= the k-th largest are candidates, in index order, so the tie rule carries over.
-    return candidates[exact_topk_indices(scores[candidates], k)]
+    return topk_magnitude_indices(scores, k)
+
+
+def topk_magnitude_indices(
+    values: torch.Tensor, k: int, scaled: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> torch.Tensor:
+    """:func:`topk_indices` of the scores ``|values|``, where ``scaled = (indices, factors)``
+    (distinct indices, factors in [0, 1]) first multiplies ``|values[indices]|`` by ``factors``
+    (RegTop-k's reweighting of last step's entries).
+
+    The fast path never builds the d-sized scores. Scores are at most ``|values|``, so every entry
+    whose score reaches the sample threshold t is among the candidates ``|values| >= t``; their
+    scores are computed on the candidates alone, and when at least k of them reach t, nothing
+    outside (score < t) can rank or tie with the k-th. Otherwise (or for factors above 1) the
+    exact path runs on the materialised scores.
+    """
+    n = values.numel()
+    fast = n >= FAST_PATH_MIN_D and 16 * k <= n and values.device.type in FAST_PATH_DEVICES
+    if fast and scaled is not None and scaled[1].numel():
+        fast = float(scaled[1].max()) <= 1.0
+    if fast:
+        stride = n // SAMPLE_SIZE
+        sample = values[::stride].abs()
+        # The sample's q-th largest: about 2k entries of the whole buffer are expected above it.
+        q = min(sample.numel(), math.ceil(2 * k * sample.numel() / n) + 8)
+        threshold = float(torch.topk(sample, q, sorted=False).values.min())
+        count, candidates = kernels.abs_above(values, threshold, cap=4 * k, inclusive=True)
+        if count >= k:
+            if candidates is None:  # far more than the ~2k expected: the sample was unlucky
+                _, candidates = kernels.abs_above(values, threshold, cap=count, inclusive=True)
+            scores = values[candidates].abs_()
+            if scaled is not None:
+                indices, factors = scaled
+                position = torch.searchsorted(candidates, indices).clamp_(max=candidates.numel() - 1)
+                hit = candidates[position] == indices
+                scores[position[hit]] *= factors[hit]
+            if int(torch.count_nonzero(scores >= threshold)) >= k:
+                # candidates are in index order, so the tie rule carries over
+                return candidates[exact_topk_indices(scores, k)]
+    scores = magnitudes(values)
+    if scaled is not None:
+        scores[scaled[0]] *= scaled[1]
+    return exact_topk_indices(scores, k)

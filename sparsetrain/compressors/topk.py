@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from sparsetrain.compressors.base import SparseCompressor
-from sparsetrain.compressors.selection import magnitudes, topk_indices
+from sparsetrain.compressors.selection import topk_magnitude_indices
 
 __all__ = ["TopK"]
 
@@ -14,8 +14,8 @@ class TopK(SparseCompressor):
     """Sends the k entries of largest magnitude of ``a = g + e``: ``I = argtop_k |a|``.
 
     Exactly k entries every step (8k payload bytes: fp32 value + int32 index). Ties at the k-th
-    magnitude go to the lowest index (:func:`~sparsetrain.compressors.selection.topk_indices`).
+    magnitude go to the lowest index (:func:`~sparsetrain.compressors.selection.topk_magnitude_indices`).
     """
 
     def select(self, acc: torch.Tensor, step: int) -> torch.Tensor:
-        return topk_indices(magnitudes(acc), self.k)
+        return topk_magnitude_indices(acc, self.k)

@@ -10,6 +10,7 @@ from sparsetrain.compressors.selection import (
     SORTED_BELOW,
     exact_topk_indices,
     topk_indices,
+    topk_magnitude_indices,
 )
 
 
@@ -85,3 +86,28 @@ def test_exact_path_on_both_sides_of_the_sorted_threshold(case, k):
     scores = np.abs(np.concatenate([CASES[case](rng) for _ in range(5)]))
     got = exact_topk_indices(torch.from_numpy(scores), k)
     assert got.numel() == k and set(got.tolist()) == reference(scores, k)
+
+
+def scaled_reference(values: np.ndarray, k: int, indices: np.ndarray, factors: np.ndarray) -> set[int]:
+    scores = np.abs(values)
+    with np.errstate(over="ignore"):  # 3e38 * a factor above 1 is inf, as in float32 torch
+        scores[indices] *= factors
+    return reference(scores, k)
+
+
+@pytest.mark.parametrize("case", LARGE_CASES)
+@pytest.mark.parametrize("k", [17, D // 1000, D // 16])
+def test_magnitude_path_with_signs_and_reweighting(case, k):
+    """Signed values (the residual itself) and RegTop-k's factors in [0, 1], some of them on the
+    would-be top entries, some zero, some 1; factors above 1 take the exact path."""
+    rng = np.random.default_rng(k + 1)
+    values = (LARGE_CASES[case](rng) * rng.choice([-1.0, 1.0], D)).astype(np.float32)
+    top = np.argsort(-np.abs(values), kind="stable")[: 2 * k]
+    indices = np.unique(np.concatenate([top[::2], rng.choice(D, k, replace=False)]))
+    for factors in (rng.random(indices.size), np.zeros(indices.size), np.ones(indices.size),
+                    1 + rng.random(indices.size)):
+        factors = factors.astype(np.float32)
+        got = topk_magnitude_indices(torch.from_numpy(values), k, (torch.from_numpy(indices), torch.from_numpy(factors)))
+        assert got.numel() == k and set(got.tolist()) == scaled_reference(values, k, indices, factors)
+    plain = topk_magnitude_indices(torch.from_numpy(values), k)
+    assert set(plain.tolist()) == reference(np.abs(values), k)
