@@ -77,10 +77,17 @@ def _torchrun_layout(job: dict[str, Any]) -> None:
 
 def _discard_empty_run_dir(run_dir: str) -> None:
     """Remove a run directory that a refused job leaves holding only Hydra's files (.hydra/ and
-    its log), so that nothing looks like a run that happened."""
-    path = Path(run_dir)
-    if path.is_dir() and all(p.name == ".hydra" or p.suffix == ".log" for p in path.iterdir()):
-        shutil.rmtree(path, ignore_errors=True)
+    its log), and the parents it leaves empty below the working directory, so that nothing looks
+    like a run that happened."""
+    path = Path(run_dir).resolve()
+    if not (path.is_dir() and all(p.name == ".hydra" or p.suffix == ".log" for p in path.iterdir())):
+        return
+    shutil.rmtree(path, ignore_errors=True)
+    cwd = Path.cwd().resolve()
+    for parent in path.parents:  # outputs/<date>/ left empty, up to the working directory
+        if parent == cwd or cwd not in parent.parents or any(parent.iterdir()):
+            break
+        parent.rmdir()
 
 
 def _summary_line(summary: dict[str, Any], run_dir: str) -> str:

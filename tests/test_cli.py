@@ -177,6 +177,12 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path, override, key):
     assert key == "resume=" or not (tmp_path / "run").exists()  # no run directory left for a refused job
 
 
+def test_refused_job_leaves_no_default_output_directory(tmp_path):
+    result = subprocess.run(["sparsetrain", "task=linreg", "ratio=2"], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2 and "ratio=2" in result.stderr
+    assert list(tmp_path.iterdir()) == []  # no outputs/<date>/<time>/ with only Hydra's files in it
+
+
 def test_already_under_torchrun_runs_in_place(tmp_path, python):
     """Every rank runs the Hydra app; they share one run directory named after torchrun's run id."""
     result = subprocess.run(

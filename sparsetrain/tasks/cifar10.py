@@ -93,6 +93,7 @@ def load_cifar10(data_root: str | Path, download: bool = False, verify_checksums
     folder = root / TorchvisionCIFAR10.base_folder
     reader = TorchvisionCIFAR10 if verify_checksums else _FilesOnlyCIFAR10
     missing = [name for name in FILES if not (folder / name).is_file()]
+    root_existed = root.exists()
     if missing and not download:
         raise ConfigError(
             f"no CIFAR-10 at task.data_root={root} (expected {root}/{LAYOUT}; missing {', '.join(missing)}): "
@@ -108,6 +109,8 @@ def load_cifar10(data_root: str | Path, download: bool = False, verify_checksums
             f"rerun with task.download=true, or set task.verify_checksums=false for a copy you trust"
         ) from None
     except Exception as error:  # urllib / socket / tarfile errors of the download
+        if not root_existed and root.is_dir() and not any(root.iterdir()):
+            root.rmdir()  # the failed download's empty directory
         reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise ConfigError(
             f"task.download=true could not fetch CIFAR-10 into task.data_root={root} "

@@ -61,6 +61,7 @@ def test_failed_download_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"^task.download=true could not fetch CIFAR-10 .*URLError") as error:
         load_cifar10(tmp_path / "data", download=True)
     assert "\n" not in str(error.value)
+    assert not (tmp_path / "data").exists()  # the failed download leaves no empty directory
 
 
 def test_parameter_counts():
