@@ -21,9 +21,9 @@ import math
 import torch
 
 from sparsetrain.compressors import kernels
-from sparsetrain.compressors.buffers import magnitudes, scratch
+from sparsetrain.compressors.buffers import magnitudes
 
-__all__ = ["topk_indices", "topk_magnitude_indices", "exact_topk_indices", "magnitudes", "scratch"]
+__all__ = ["topk_indices", "topk_magnitude_indices", "exact_topk_indices"]
 
 SAMPLE_SIZE = 1 << 16
 """Entries in the strided sample that sets the candidate threshold."""

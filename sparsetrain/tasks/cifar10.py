@@ -37,7 +37,7 @@ from torchvision.datasets import CIFAR10 as TorchvisionCIFAR10
 from sparsetrain.layout import WorkerLayout
 from sparsetrain.tasks.base import Task
 from sparsetrain.tasks.flat_module import flatten_module
-from sparsetrain.tasks.resnet import MODELS, PRETRAINED, build_resnet18
+from sparsetrain.tasks.resnet import PRETRAINED, build_resnet18, check_model
 from sparsetrain.validation import ConfigError
 
 __all__ = ["CIFAR10", "CifarArrays", "load_cifar10", "synthetic_cifar10", "random_crop_flip", "LAYOUT"]
@@ -149,7 +149,7 @@ def random_crop_flip(images: torch.Tensor, gen: torch.Generator, padding: int = 
     return padded[index, chan, rows[:, None, :, None], cols[:, None, None, :]]
 
 
-def steps_per_epoch(images: int, num_workers: int, batch_size: int) -> int:
+def shard_steps(images: int, num_workers: int, batch_size: int) -> int:
     """Full batches in each worker's shard (``DistributedSampler`` with ``drop_last``)."""
     shard = images // num_workers
     if shard < batch_size:
@@ -203,7 +203,7 @@ class CIFAR10(Task):
             range(len(self.data.train_labels)), num_replicas=layout.num_workers, rank=0, shuffle=True,
             seed=seed, drop_last=True,
         )
-        self._steps_per_epoch = steps_per_epoch(len(self.data.train_labels), layout.num_workers, batch_size)
+        self._steps_per_epoch = shard_steps(len(self.data.train_labels), layout.num_workers, batch_size)
         self._orders: dict[int, tuple[int, torch.Tensor]] = {}
 
         with torch.random.fork_rng(devices=[]):  # the same initial model on every process, for a seed
@@ -226,17 +226,14 @@ class CIFAR10(Task):
             isinstance(config["eval_samples"], int) and config["eval_samples"] >= 1
         ):
             raise ConfigError(f"task.eval_samples={config['eval_samples']!r} is not allowed: use null (all) or an integer >= 1")
-        if config.get("model") not in MODELS:
-            raise ConfigError(f"task.model={config.get('model')!r} is not allowed: use one of {', '.join(MODELS)}")
-        if config.get("pretrained") and config["model"] != "imagenet":
-            raise ConfigError("task.pretrained=true needs task.model=imagenet: there are no pretrained CIFAR-stem weights")
+        check_model(config.get("model"), config.get("pretrained", False))
         config["data_root"] = str(Path(os.path.expanduser(str(config["data_root"]))).resolve())
         if config.get("synthetic"):
             images = config["synthetic_samples"]
         else:
             data = load_cifar10(config["data_root"], config.get("download", False), config.get("verify_checksums", True))
             images = len(data.train_labels)
-        steps_per_epoch(images, num_workers, config["batch_size"])
+        shard_steps(images, num_workers, config["batch_size"])
         if config.get("pretrained"):
             try:
                 PRETRAINED.get_state_dict(progress=False)

@@ -15,24 +15,32 @@ from __future__ import annotations
 from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
 
-__all__ = ["build_resnet18", "MODELS", "PRETRAINED"]
+from sparsetrain.validation import ConfigError
+
+__all__ = ["build_resnet18", "check_model", "MODELS", "PRETRAINED"]
 
 MODELS = ("cifar", "imagenet")
 PRETRAINED = ResNet18_Weights.IMAGENET1K_V1
 """The ImageNet weights ``task.pretrained=true`` starts from (downloaded once into torch's hub cache)."""
 
 
+def check_model(model: str, pretrained: bool) -> None:
+    """Raise :class:`~sparsetrain.validation.ConfigError` for a ``task.model`` / ``task.pretrained``
+    pair that :func:`build_resnet18` cannot build."""
+    if model not in MODELS:
+        raise ConfigError(f"task.model={model!r} is not allowed: use one of {', '.join(MODELS)}")
+    if pretrained and model != "imagenet":
+        raise ConfigError("task.pretrained=true needs task.model=imagenet: there are no pretrained CIFAR-stem weights")
+
+
 def build_resnet18(model: str, num_classes: int = 10, pretrained: bool = False) -> nn.Module:
+    check_model(model, pretrained)
     if model == "cifar":
-        if pretrained:
-            raise ValueError("task.pretrained=true needs task.model=imagenet (no pretrained CIFAR stem)")
         net = resnet18(num_classes=num_classes)
         net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
         nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")  # as torchvision's
         net.maxpool = nn.Identity()
         return net
-    if model == "imagenet":
-        net = resnet18(weights=PRETRAINED if pretrained else None)
-        net.fc = nn.Linear(net.fc.in_features, num_classes)
-        return net
-    raise ValueError(f"task.model={model!r} is not allowed: use one of {', '.join(MODELS)}")
+    net = resnet18(weights=PRETRAINED if pretrained else None)
+    net.fc = nn.Linear(net.fc.in_features, num_classes)
+    return net
