@@ -4,16 +4,20 @@
                                       [--device cpu|cuda|all] [--repeats 9] [--json PATH]
 
 For each device, d, ratio and gradient distribution (Gaussian; heavy-tailed Student-t with 3
-degrees of freedom) it times, as medians over ``--repeats`` runs after warm-up:
+degrees of freedom) it times, as medians over ``--repeats`` rounds after two warm-up rounds, each
+round calling every function below once (interleaved, so machine noise hits all alike):
   * each selector as sparsetrain runs it: ``compressor.compress`` (error feedback + selection) on a
     worker whose residual already holds previous steps (and, for regtopk, last step's mask and
     aggregate), for topk, gaussiank, regtopk, randomk;
   * ``torch.topk`` of |a| (the plain reference) and sparsetrain's exact top-k path alone
     (:func:`topk_magnitude_indices` of a, without error feedback);
   * the floor: one pass reading d floats (``torch.sum``);
-  * on CPU, the parts: the error-feedback update alone (``e += g``), gaussiank's selection alone
-    (moments + threshold loop on a ready ``a``), and topk and gaussiank with the native kernels
-    switched off (``torch path``: what runs where the optional C extension did not build).
+  * on CPU, the parts: the error-feedback update alone (``e += g``, torch), gaussiank's selection
+    alone (on a ready ``a``: the candidate sample, one scan with moments, the threshold loop), and
+    topk and gaussiank with the native kernels switched off (``torch path``: what runs where the
+    optional C extension did not build).
+Columns: ``x floor`` (time / the floor), ``x torch.topk``, ``x topk`` (time / topk as run: the
+RegTop-k target compares regtopk with it).
 On CUDA every timing is synchronised. Writes a JSON list of records (device, d, ratio,
 distribution, selector, median_ms, floor_ms, selected) and a Markdown table beside it.
 """
@@ -48,18 +52,20 @@ def gradient(d: int, distribution: str, seed: int, device: torch.device) -> torc
     return (g * 1e-3).to(device)
 
 
-def median_ms(fn, repeats: int, device: torch.device) -> float:
+def interleaved_medians_ms(fns: dict, repeats: int, device: torch.device) -> dict[str, float]:
+    """Median ms of each function, timed in rounds that call every function once, so that a
+    noisy stretch of the shared machine hits all of them alike."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(2):
-        fn()
-    times = []
-    for _ in range(repeats):
-        sync()
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for round_ in range(repeats + 2):
+        for name, fn in fns.items():
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            if round_ >= 2:  # warm-up rounds
+                times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def prepared(cls, d: int, ratio: float, grads: list[torch.Tensor], device: torch.device):
@@ -90,8 +96,8 @@ def bench(device: torch.device, d: int, ratio: float, distribution: str, repeats
     grads = [gradient(d, distribution, seed, device) for seed in range(4)]
     g = grads[-1]
     k = max(1, int(ratio * d))
-    floor = median_ms(lambda: torch.sum(g), repeats, device)
     rows = {
+        "floor": (lambda: torch.sum(g), 0),
         "torch.topk": (lambda: torch.topk(g.abs(), k, sorted=False), k),
         "exact top-k path": (lambda: topk_magnitude_indices(g, k), k),
     }
@@ -115,9 +121,11 @@ def bench(device: torch.device, d: int, ratio: float, distribution: str, repeats
         counts = []
         rows["error feedback alone (e += g)"] = (lambda: residual.add_(g), 0)
         rows["gaussiank selection alone"] = (lambda: counts.append(gaussiank.select(acc, 3).numel()), counts)
+    medians = interleaved_medians_ms({name: fn for name, (fn, _) in rows.items()}, repeats, device)
+    floor = medians.pop("floor")
     records = []
-    for selector, (fn, count) in rows.items():
-        ms = median_ms(fn, repeats, device)
+    for selector, ms in medians.items():
+        count = rows[selector][1]
         selected = count if isinstance(count, int) else int(statistics.median(count))
         records.append(dict(device=device.type, d=d, ratio=ratio, distribution=distribution, selector=selector,
                             median_ms=ms, floor_ms=floor, selected=selected, k=k))
@@ -130,16 +138,18 @@ def table(records: list[dict]) -> list[str]:
     lines = []
     groups = sorted({(r["device"], r["d"], r["ratio"], r["distribution"]) for r in records},
                     key=lambda g: (g[0], g[1], -g[2], g[3]))
-    lines += ["| device | d | ratio | distribution | selector | median ms | x floor | x torch.topk | selected (k) |",
-              "| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: |"]
+    lines += ["| device | d | ratio | distribution | selector | median ms | x floor | x torch.topk | x topk | selected (k) |",
+              "| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for device, d, ratio, dist in groups:
         rows = [r for r in records if (r["device"], r["d"], r["ratio"], r["distribution"]) == (device, d, ratio, dist)]
         reference = next(r["median_ms"] for r in rows if r["selector"] == "torch.topk")
+        topk = next(r["median_ms"] for r in rows if r["selector"] == "topk")
         floor = rows[0]["floor_ms"]
-        lines.append(f"| {device} | {d:,} | {ratio} | {dist} | floor (torch.sum) | {floor:.2f} | 1.0 | | |")
+        lines.append(f"| {device} | {d:,} | {ratio} | {dist} | floor (torch.sum) | {floor:.2f} | 1.0 | | | |")
         for r in rows:
             lines.append(f"| {device} | {d:,} | {ratio} | {dist} | {r['selector']} | {r['median_ms']:.2f} | "
-                         f"{r['median_ms'] / floor:.1f} | {r['median_ms'] / reference:.2f} | {r['selected']} ({r['k']}) |")
+                         f"{r['median_ms'] / floor:.1f} | {r['median_ms'] / reference:.2f} | "
+                         f"{r['median_ms'] / topk:.2f} | {r['selected']} ({r['k']}) |")
     return lines
 
 
@@ -169,7 +179,7 @@ def main() -> None:
         "",
         f"Made by `python {' '.join(shlex.quote(a) for a in sys.argv)}` on {datetime.date.today()}, "
         f"{platform.node()} ({os.cpu_count()} cores{gpu}; Python {platform.python_version()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} CPU threads; native CPU kernels {'on' if kernels.ENABLED else 'off (not built)'}). Median of {args.repeats} runs after 2 warm-ups; CUDA timings "
+        f"{torch.get_num_threads()} CPU threads; native CPU kernels {'on' if kernels.ENABLED else 'off (not built)'}). Median of {args.repeats} interleaved rounds (every selector once per round) after 2 warm-up rounds; CUDA timings "
         "synchronised. Selectors are timed as sparsetrain runs them (`compress`: error feedback + selection) "
         "on a worker with 2 previous steps of state. `x floor`: time / one `torch.sum` pass over d floats.",
         "",

@@ -19,7 +19,10 @@ from typing import Any, ClassVar
 
 import torch
 
-__all__ = ["Compressor", "Payload", "SparseCompressor", "density_to_k"]
+from sparsetrain.compressors.kernels import Scan
+from sparsetrain.compressors.selection import candidate_scan
+
+__all__ = ["Compressor", "Payload", "ScanningCompressor", "SparseCompressor", "density_to_k"]
 
 
 def density_to_k(ratio: float, dim: int) -> int:
@@ -125,10 +128,42 @@ class SparseCompressor(Compressor):
 
     def compress(self, grad: torch.Tensor, step: int) -> Payload:
         acc = self.residual.add_(grad)
-        indices = self.select(acc, step)
+        return self.send(acc, self.select(acc, step))
+
+    @staticmethod
+    def send(acc: torch.Tensor, indices: torch.Tensor) -> Payload:
+        """The payload ``a[I]``; ``a`` (the residual) keeps its other entries: ``e = a - s``."""
         values = acc[indices]
         acc[indices] = 0
         return Payload(values, indices)
 
     def state_dict(self) -> dict[str, Any]:
         return {"residual": self.residual}
+
+
+class ScanningCompressor(SparseCompressor):
+    """A sparse compressor whose selection starts from one pass over ``a``: the candidates for
+    its top k and, with ``scan_moments``, ``sum(a)`` and ``sum(a**2)``
+    (:func:`~sparsetrain.compressors.selection.candidate_scan`).
+
+    :meth:`compress` fuses that pass with error feedback's ``a = e + g``, so a step reads ``e``
+    and ``g`` once and writes ``e`` once before the O(k) work of the selection itself.
+    Subclasses implement :meth:`select_scanned`; a subclass of theirs that overrides
+    :meth:`select` instead (``class Mine(TopK): def select(...)``) gets the plain, unfused
+    :meth:`SparseCompressor.compress`, which calls it.
+    """
+
+    scan_moments: ClassVar[bool] = False
+
+    def compress(self, grad: torch.Tensor, step: int) -> Payload:
+        if type(self).select is not ScanningCompressor.select:
+            return super().compress(grad, step)
+        scan = candidate_scan(self.residual, self.k, add=grad, moments=self.scan_moments)
+        return self.send(self.residual, self.select_scanned(self.residual, scan, step))
+
+    def select(self, acc: torch.Tensor, step: int) -> torch.Tensor:
+        return self.select_scanned(acc, candidate_scan(acc, self.k, moments=self.scan_moments), step)
+
+    def select_scanned(self, acc: torch.Tensor, scan: Scan, step: int) -> torch.Tensor:
+        """:meth:`select`, given ``scan``, a :func:`candidate_scan` of ``acc``."""
+        raise NotImplementedError

@@ -17,6 +17,12 @@ residual's tail is depleted by earlier selections, so the Gaussian fit's thresho
 entries, half of it far too many, and the loop's x0.5 / x1.5 steps cannot land in range (seen in
 results/selection/). ``refine=False`` is the paper's plain behaviour: the last evaluated set,
 however far from k (possibly empty).
+
+Cost: the moments come from the pass that does error feedback
+(:class:`~sparsetrain.compressors.base.ScanningCompressor`), which also collects the ~2k entries
+reaching a sampled threshold t_c. An evaluation at thr >= t_c is exact on those candidates alone;
+one at thr < t_c passes at least all of them, so when they are already more than 4k/3 its outcome
+("too many") is known without reading a. Only other evaluations read the whole buffer again.
 No division by the standard deviation happens anywhere: a constant or all-zero gradient gives
 ``thr = mean`` and is handled by the loop (and by the fallback), never by NaN.
 """
@@ -29,14 +35,21 @@ from statistics import NormalDist
 import torch
 
 from sparsetrain.compressors import kernels
-from sparsetrain.compressors.base import SparseCompressor
+from sparsetrain.compressors.base import ScanningCompressor
+from sparsetrain.compressors.kernels import Scan
 from sparsetrain.compressors.selection import topk_magnitude_indices
 
 __all__ = ["GaussianK"]
 
 
-class GaussianK(SparseCompressor):
+def float32(x: float) -> float:
+    """``x`` rounded to float32, the precision every threshold is compared in."""
+    return torch.tensor(x, dtype=torch.float32).item()
+
+
+class GaussianK(ScanningCompressor):
     fixed_count = False
+    scan_moments = True
 
     def __init__(self, dim: int, ratio: float, refine: bool = True, max_evaluations: int = 3, **kwargs) -> None:
         super().__init__(dim, ratio, **kwargs)
@@ -45,26 +58,30 @@ class GaussianK(SparseCompressor):
         self.z = NormalDist().inv_cdf(1 - ratio / 2)
         self.low, self.high = 2 * self.k / 3, 4 * self.k / 3
 
-    def select(self, acc: torch.Tensor, step: int) -> torch.Tensor:
-        total, total_sq = kernels.moments(acc)
-        return self.select_with_moments(acc, total, total_sq)
-
-    def select_with_moments(self, acc: torch.Tensor, total: float, total_sq: float) -> torch.Tensor:
-        """The threshold loop, given ``sum(acc)`` and ``sum(acc**2)``.
+    def select_scanned(self, acc: torch.Tensor, scan: Scan, step: int) -> torch.Tensor:
+        """The threshold loop, given the scan's ``sum(acc)`` and ``sum(acc**2)`` and candidates.
 
         mean and std come from those two sums (E[a^2] - mean^2, one read pass instead of
-        torch.std_mean's two; gradients have |mean| << std, so the cancellation is mild). Each
-        evaluation is one :func:`~sparsetrain.compressors.kernels.abs_above` pass that also
-        collects the indices when the count lands in range, so the common case reads ``acc``
-        twice in all.
+        torch.std_mean's two; gradients have |mean| << std, so the cancellation is mild).
         """
-        mean = total / self.dim
-        std = max(0.0, total_sq / self.dim - mean * mean) ** 0.5
+        mean = scan.total / self.dim
+        std = max(0.0, scan.total_sq / self.dim - mean * mean) ** 0.5
         threshold = mean + self.z * std
         cap = math.floor(self.high)
+        candidate_magnitudes = None
         for _ in range(self.max_evaluations):
-            evaluated = threshold
-            count, indices = kernels.abs_above(acc, evaluated, cap)
+            evaluated = float32(threshold)
+            if scan.indices is not None and evaluated >= scan.threshold:
+                if candidate_magnitudes is None:
+                    candidate_magnitudes = scan.values.abs()
+                passing = candidate_magnitudes > evaluated
+                count = int(torch.count_nonzero(passing))
+                indices = scan.indices[passing] if count <= cap else None
+            elif scan.threshold is not None and evaluated < scan.threshold and scan.count > cap:
+                count, indices = scan.count, None  # at least: too many, known without a pass
+            else:
+                evaluation = kernels.scan(acc, evaluated, cap)
+                count, indices = evaluation.count, evaluation.indices
             if count < self.low:
                 threshold *= 0.5
             elif count > self.high:
@@ -72,5 +89,8 @@ class GaussianK(SparseCompressor):
             else:
                 return indices
         if self.refine:
-            return topk_magnitude_indices(acc, self.k)
-        return indices if indices is not None else kernels.abs_above(acc, evaluated, count)[1]
+            return topk_magnitude_indices(acc, self.k, scan=scan)
+        if indices is None:
+            count = kernels.scan(acc, evaluated, 0).count
+            indices = kernels.scan(acc, evaluated, count).indices
+        return indices

@@ -1,21 +1,24 @@
-"""One-pass threshold kernels: native on CPU where the optional extension built, torch otherwise.
+"""One-pass threshold scan: native on CPU where the optional extension built, torch otherwise.
 
 Threshold selectors (Gaussian-k's loop, the top-k fast path's candidates) need, over the whole
-d-sized buffer: its first two moments, and the entries whose magnitude passes a threshold. In
-torch that is a compare pass writing a d-byte mask, a count and a compaction (``torch.nonzero``)
-reading the mask again. The C extension ``_kernels`` (``_kernels.c``) reads the float32 buffer once
-per call and writes only the indices; the buffer is split into one chunk per intra-op thread,
-each run by a Python thread while the extension has released the GIL.
+d-sized accumulated gradient ``a = e + g``: its first two moments, and the entries whose magnitude
+passes a threshold. In torch that is the error-feedback add, a compare pass writing a d-byte
+mask, a count and a compaction (``torch.nonzero``) reading the mask again, and two reductions.
+:func:`scan` does it in one pass: the C extension ``_kernels`` (``_kernels.c``) reads the float32
+buffer (and ``g``, which it adds in place) once and writes only the entries it collects (index
+and value); the buffer is split into one part per intra-op thread, run on torch's own OpenMP
+threads (``_kernels.c`` says why not threads of its own).
 
-Both backends return the same indices for the same threshold (ascending, exact comparisons);
-moments agree to float rounding (the native one sums float32 blocks of 256 into float64; torch
-sums in float32). ``SPARSETRAIN_NATIVE_KERNELS=0`` forces the torch path.
+Both backends return the same count and indices for the same threshold (ascending, exact
+comparisons) and leave the same ``a``; moments agree to float rounding (the native one sums float32
+blocks of 256 into float64; torch sums in float32). ``SPARSETRAIN_NATIVE_KERNELS=0`` forces the
+torch path.
 """
 
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import torch
 
@@ -26,16 +29,33 @@ try:
 except ImportError:  # built without a C compiler: the torch path runs
     _kernels = None
 
-__all__ = ["ENABLED", "native", "moments", "abs_above"]
+__all__ = ["ENABLED", "Scan", "native", "scan"]
 
 ENABLED = _kernels is not None and os.environ.get("SPARSETRAIN_NATIVE_KERNELS", "1") != "0"
 """Whether the native kernels may run (tests switch it to compare the backends)."""
 
 CHUNK_MIN = 1 << 18
-"""Entries per thread below which splitting a call over threads costs more than it saves."""
+"""Entries per thread below which splitting a scan over threads costs more than it saves."""
 
-_pool: ThreadPoolExecutor | None = None
-_pool_size = 0
+
+@dataclass
+class Scan:
+    """What one pass over a buffer ``a`` found.
+
+    ``count`` entries have ``|a| > threshold`` (``>=`` if ``inclusive``); ``indices`` are they,
+    ascending int64, and ``values`` their ``a[indices]`` as the pass saw them, or both None when
+    there are more than the cap the pass was given. A ``threshold`` of None means the pass
+    collected nothing (count 0). ``total`` and ``total_sq`` are ``sum(a)`` and ``sum(a**2)`` when
+    the pass was asked for moments, else None.
+    """
+
+    threshold: float | None
+    inclusive: bool
+    count: int
+    indices: torch.Tensor | None
+    values: torch.Tensor | None
+    total: float | None = None
+    total_sq: float | None = None
 
 
 def native(values: torch.Tensor) -> bool:
@@ -43,55 +63,51 @@ def native(values: torch.Tensor) -> bool:
     return ENABLED and values.device.type == "cpu" and values.dtype == torch.float32 and values.is_contiguous()
 
 
-def _chunks(n: int) -> list[tuple[int, int]]:
-    parts = max(1, min(torch.get_num_threads(), n // CHUNK_MIN))
-    edges = [n * i // parts for i in range(parts + 1)]
-    return list(zip(edges[:-1], edges[1:]))
+def _parts(n: int) -> int:
+    """How many parts a native scan of n entries is split into, one per intra-op thread."""
+    return max(1, min(torch.get_num_threads(), n // CHUNK_MIN, 256))
 
 
-def _parallel(fn, chunks: list[tuple[int, int]]) -> list:
-    """``fn(i, begin, end)`` for every chunk i: inline for one, on the thread pool for several."""
-    global _pool, _pool_size
-    if len(chunks) == 1:
-        return [fn(0, *chunks[0])]
-    if _pool is None or _pool_size < len(chunks):
-        _pool, _pool_size = ThreadPoolExecutor(len(chunks), thread_name_prefix="sparsetrain-kernels"), len(chunks)
-    return [f.result() for f in [_pool.submit(fn, i, *chunk) for i, chunk in enumerate(chunks)]]
-
-
-def moments(values: torch.Tensor) -> tuple[float, float]:
-    """``(sum(values), sum(values**2))`` of a 1-D float buffer, in one pass when native."""
-    if not native(values):
-        return float(values.sum()), float(torch.dot(values, values))
-    address = values.data_ptr()
-    parts = _parallel(lambda _, begin, end: _kernels.moments(address + 4 * begin, end - begin), _chunks(values.numel()))
-    return sum(p[0] for p in parts), sum(p[1] for p in parts)
-
-
-def abs_above(values: torch.Tensor, threshold: float, cap: int, inclusive: bool = False) -> tuple[int, torch.Tensor | None]:
-    """How many entries have ``|values| > threshold`` (``>=`` if ``inclusive``), and their indices
-    (int64, ascending) when there are at most ``cap`` of them, else None. ``threshold`` is compared
-    in float32, as torch compares a float32 tensor with a Python number."""
-    if not native(values):
+def scan(
+    values: torch.Tensor,
+    threshold: float,
+    cap: int,
+    *,
+    inclusive: bool = False,
+    add: torch.Tensor | None = None,
+    moments: bool = False,
+) -> Scan:
+    """One pass over the 1-D float buffer ``values``: first ``values += add`` in place when
+    ``add`` is given (error feedback), then the entries with ``|values| > threshold`` (``>=`` if
+    ``inclusive``), collected when at most ``cap``, and the moments when asked for.
+    ``threshold`` is compared in float32, as torch compares a float32 tensor with a Python number.
+    """
+    cap = max(cap, 0)
+    if not (native(values) and (add is None or native(add))):
+        if add is not None:
+            values.add_(add)
         # magnitudes() fills the shared score buffer; a caller's own scores (top-k's, >= 0) may be
         # that buffer, which |.| leaves as it is.
         compare = torch.ge if inclusive else torch.gt
         mask = compare(magnitudes(values), threshold, out=scratch("mask", values.numel(), torch.bool, values.device))
         count = int(torch.count_nonzero(mask))
-        return count, torch.nonzero(mask).squeeze(1) if count <= cap else None
-    chunks = _chunks(values.numel())
-    cap = max(cap, 0)
-    out = scratch("indices", len(chunks) * cap, torch.int64, values.device).view(len(chunks), cap)
-    address, row = values.data_ptr(), out.stride(0) * 8
-
-    def collect(index: int, begin: int, end: int) -> int:
-        return _kernels.collect_abs_above(
-            address + 4 * begin, end - begin, threshold, inclusive, begin, out.data_ptr() + row * index, cap
-        )
-
-    counts = _parallel(collect, chunks)
-    total = sum(counts)
-    if total > cap:
-        return total, None
-    # copied out of the scratch rows, which the next call overwrites
-    return total, torch.cat([out[i, :c] for i, c in enumerate(counts)]) if len(chunks) > 1 else out[0, :total].clone()
+        indices = torch.nonzero(mask).squeeze(1) if count <= cap else None
+        found = None if indices is None else values[indices]
+        if not moments:
+            return Scan(threshold, inclusive, count, indices, found)
+        return Scan(threshold, inclusive, count, indices, found, float(values.sum()), float(torch.dot(values, values)))
+    parts = _parts(values.numel())
+    out = scratch("indices", parts * cap, torch.int64, values.device).view(parts, cap)
+    out_values = scratch("values", parts * cap, torch.float32, values.device).view(parts, cap)
+    counts, total, total_sq = _kernels.scan(
+        values.data_ptr(), 0 if add is None else add.data_ptr(), values.numel(), threshold, inclusive,
+        out.data_ptr(), out_values.data_ptr(), cap, moments, parts,
+    )
+    count = sum(counts)
+    indices = found = None
+    if count <= cap:  # copied out of the scratch rows, which the next call overwrites
+        indices = torch.cat([out[i, :c] for i, c in enumerate(counts)])
+        found = torch.cat([out_values[i, :c] for i, c in enumerate(counts)])
+    if not moments:
+        return Scan(threshold, inclusive, count, indices, found)
+    return Scan(threshold, inclusive, count, indices, found, total, total_sq)

@@ -12,7 +12,9 @@ demoted; an entry they agreed with keeps weight ~1. The first step is exactly To
 
 Cost over Top-k is O(k): every entry not sent last step has the same weight
 ``w_Q = |tanh((1 + Q) / mu)|`` (1 in float32 for Q = 1e8), and scaling all scores by a constant does
-not change the ranking, so only the k previously sent scores are multiplied, by ``w_j / w_Q``.
+not change the ranking, so only the k previously sent scores are multiplied, by ``w_j / w_Q``
+(:func:`~sparsetrain.compressors.selection.topk_magnitude_indices`' ``scaled``), on the candidates of
+the same fused error-feedback pass Top-k uses.
 Guard: a previously sent value of exactly 0 carries no information about cancellation; such an
 entry is treated as not sent (``Delta_j = Q``).
 """
@@ -24,13 +26,14 @@ from typing import Any
 
 import torch
 
-from sparsetrain.compressors.base import Payload, SparseCompressor
+from sparsetrain.compressors.base import Payload, ScanningCompressor
+from sparsetrain.compressors.kernels import Scan
 from sparsetrain.compressors.selection import topk_magnitude_indices
 
 __all__ = ["RegTopK"]
 
 
-class RegTopK(SparseCompressor):
+class RegTopK(ScanningCompressor):
     def __init__(self, dim: int, ratio: float, mu: float = 4.0, q: float = 1e8, **kwargs) -> None:
         super().__init__(dim, ratio, **kwargs)
         if mu <= 0:
@@ -49,10 +52,9 @@ class RegTopK(SparseCompressor):
         agreement = torch.where(sent == 0, 1 + self.q, agreement)
         return torch.tanh(agreement / self.mu).abs()
 
-    def select(self, acc: torch.Tensor, step: int) -> torch.Tensor:
-        if not self.prev_indices.numel():
-            return topk_magnitude_indices(acc, self.k)
-        return topk_magnitude_indices(acc, self.k, scaled=(self.prev_indices, self.weights() / self.unsent_weight))
+    def select_scanned(self, acc: torch.Tensor, scan: Scan, step: int) -> torch.Tensor:
+        factors = self.weights() / self.unsent_weight
+        return topk_magnitude_indices(acc, self.k, scaled=(self.prev_indices, factors), scan=scan)
 
     def compress(self, grad: torch.Tensor, step: int) -> Payload:
         payload = super().compress(grad, step)

@@ -5,12 +5,13 @@ the k entries of largest score; among entries equal to the k-th largest score, t
 win. Every path here returns exactly that set.
 
 Fast path (:func:`topk_magnitude_indices` for large d and small k/d, on CPU): a threshold from
-a strided sample of |a|, the candidates above it in index order
-(:func:`~sparsetrain.compressors.kernels.abs_above`: one native pass, or a compare and a
-compaction in torch), and the exact top-k among the ~2k candidates' scores. If fewer than k
-candidates reach the threshold, the plain exact path runs instead, so the result never depends on
-the sample. Temporaries: the sample and the candidates (O(k)); no d-sized buffer with the native
-kernels; the torch path and the exact path use the reusable score buffer and a d-byte mask
+a strided sample of |a| that about 2k entries reach, the candidates reaching it in index order
+(:func:`candidate_scan`: one :func:`~sparsetrain.compressors.kernels.scan` pass, which can also
+do error feedback's ``a = e + g`` and Gaussian-k's moments in the same read), and the exact top-k
+among the candidates' scores. If fewer than k candidates reach the threshold, scans at lower
+thresholds and then the plain exact path run instead, so the result never depends on the sample.
+Temporaries: the sample and the candidates' indices and values (O(k)); no d-sized buffer with the
+native kernels; the torch path and the exact path use the reusable score buffer and a d-byte mask
 (:func:`~sparsetrain.compressors.buffers.scratch`).
 """
 
@@ -22,10 +23,11 @@ import torch
 
 from sparsetrain.compressors import kernels
 from sparsetrain.compressors.buffers import magnitudes
+from sparsetrain.compressors.kernels import Scan
 
-__all__ = ["topk_indices", "topk_magnitude_indices", "exact_topk_indices"]
+__all__ = ["candidate_scan", "topk_indices", "topk_magnitude_indices", "exact_topk_indices"]
 
-SAMPLE_SIZE = 1 << 16
+SAMPLE_SIZE = 1 << 15
 """Entries in the strided sample that sets the candidate threshold."""
 FAST_PATH_MIN_D = 1 << 18
 """Below this size (or above k/d = 1/16) the plain exact path is as fast."""
@@ -69,43 +71,101 @@ def topk_indices(scores: torch.Tensor, k: int) -> torch.Tensor:
     return topk_magnitude_indices(scores, k)
 
 
+def fast_path(values: torch.Tensor, k: int) -> bool:
+    """Whether the sampled-threshold path applies to top-k of ``values``."""
+    n = values.numel()
+    return n >= FAST_PATH_MIN_D and 16 * k <= n and values.device.type in FAST_PATH_DEVICES
+
+
+def candidate_scan(
+    values: torch.Tensor,
+    k: int,
+    *,
+    add: torch.Tensor | None = None,
+    moments: bool = False,
+    expected: int | None = None,
+) -> Scan:
+    """``values += add`` (when given) and, in the same pass where :func:`fast_path` applies, the
+    candidates for the top k of ``|values|``: every entry reaching a threshold that about
+    ``expected`` (default 2k) entries reach, estimated from a strided sample of ``values + add``.
+    Elsewhere the scan collects nothing (``threshold`` None). With ``moments``, also ``sum`` and
+    ``sum of squares``.
+    """
+    if not fast_path(values, k):
+        if add is not None:
+            values.add_(add)
+        if not moments:
+            return Scan(None, True, 0, None, None)
+        return Scan(None, True, 0, None, None, float(values.sum()), float(torch.dot(values, values)))
+    n = values.numel()
+    expected = 2 * k if expected is None else expected
+    stride = n // SAMPLE_SIZE
+    sample = values[::stride].abs() if add is None else (values[::stride] + add[::stride]).abs_()
+    # The sample's q-th largest: about `expected` entries of the whole buffer reach it.
+    q = min(sample.numel(), math.ceil(expected * sample.numel() / n) + 8)
+    threshold = float(torch.topk(sample, q, sorted=False).values.min())
+    return kernels.scan(values, threshold, 2 * expected, inclusive=True, add=add, moments=moments)
+
+
 def topk_magnitude_indices(
-    values: torch.Tensor, k: int, scaled: tuple[torch.Tensor, torch.Tensor] | None = None
+    values: torch.Tensor,
+    k: int,
+    scaled: tuple[torch.Tensor, torch.Tensor] | None = None,
+    scan: Scan | None = None,
 ) -> torch.Tensor:
     """:func:`topk_indices` of the scores ``|values|``, where ``scaled = (indices, factors)``
-    (distinct indices, factors in [0, 1]) first multiplies ``|values[indices]|`` by ``factors``
-    (RegTop-k's reweighting of last step's entries).
+    (distinct indices, factors >= 0) first multiplies ``|values[indices]|`` by ``factors``
+    (RegTop-k's reweighting of last step's entries). ``scan``, a :func:`candidate_scan` of
+    ``values``, saves the fast path its own pass.
 
-    The fast path never builds the d-sized scores. Scores are at most ``|values|``, so every entry
-    whose score reaches the sample threshold t is among the candidates ``|values| >= t``; their
-    scores are computed on the candidates alone, and when at least k of them reach t, nothing
-    outside (score < t) can rank or tie with the k-th. Otherwise (or for factors above 1) the
-    exact path runs on the materialised scores.
+    The fast path takes the candidates' scores from the values the scan collected, and reweights
+    only the scaled entries that are candidates: those whose ``|values|`` reaches the scan's
+    threshold t, found by one gather of ``values[indices]`` and placed among the (ascending)
+    candidates by binary search. Factors of at most 1 only lower scores, so every entry whose
+    score reaches t is still a candidate; larger factors take the exact path on the
+    materialised scores.
     """
-    n = values.numel()
-    fast = n >= FAST_PATH_MIN_D and 16 * k <= n and values.device.type in FAST_PATH_DEVICES
-    if fast and scaled is not None and scaled[1].numel():
-        fast = float(scaled[1].max()) <= 1.0
-    if fast:
-        stride = n // SAMPLE_SIZE
-        sample = values[::stride].abs()
-        # The sample's q-th largest: about 2k entries of the whole buffer are expected above it.
-        q = min(sample.numel(), math.ceil(2 * k * sample.numel() / n) + 8)
-        threshold = float(torch.topk(sample, q, sorted=False).values.min())
-        count, candidates = kernels.abs_above(values, threshold, cap=4 * k, inclusive=True)
-        if count >= k:
-            if candidates is None:  # far more than the ~2k expected: the sample was unlucky
-                _, candidates = kernels.abs_above(values, threshold, cap=count, inclusive=True)
-            scores = values[candidates].abs_()
-            if scaled is not None:
-                indices, factors = scaled
-                position = torch.searchsorted(candidates, indices).clamp_(max=candidates.numel() - 1)
-                hit = candidates[position] == indices
-                scores[position[hit]] *= factors[hit]
-            if int(torch.count_nonzero(scores >= threshold)) >= k:
-                # candidates are in index order, so the tie rule carries over
-                return candidates[exact_topk_indices(scores, k)]
+    if scaled is not None and not scaled[0].numel():
+        scaled = None
+    if scaled is None or float(scaled[1].max()) <= 1.0:
+        found = _topk_of_candidates(values, k, scaled, scan)
+        if found is not None:
+            return found
     scores = magnitudes(values)
     if scaled is not None:
         scores[scaled[0]] *= scaled[1]
     return exact_topk_indices(scores, k)
+
+
+def _topk_of_candidates(
+    values: torch.Tensor, k: int, scaled: tuple[torch.Tensor, torch.Tensor] | None, scan: Scan | None
+) -> torch.Tensor | None:
+    """The fast path of :func:`topk_magnitude_indices`, or None where it does not apply.
+
+    Exact when at least k candidates' scores reach the scan's threshold t: the k-th largest score
+    then reaches t, and nothing outside (below t, or at most t for a strict scan) can rank or tie
+    with it. Where the candidates fall short (an unlucky sample, or RegTop-k's factors pushing
+    their scores under t), new scans aim at 8k and then 32k candidates: a pass is far cheaper
+    than a top-k over all d scores. Where more than d/16 reach t (ties at t), None at once.
+    """
+    scaled_magnitudes = None if scaled is None else values[scaled[0]].abs_()
+    for expected in (None, 8 * k, 32 * k):
+        if scan is None and fast_path(values, k) and (expected is None or expected < values.numel() // 16):
+            scan = candidate_scan(values, k, expected=expected)
+        if scan is None or scan.threshold is None:
+            return None
+        if scan.count >= k:
+            if scan.indices is None:  # far more than expected: the sample was unlucky, or ties
+                if 16 * scan.count > values.numel():
+                    return None
+                scan = kernels.scan(values, scan.threshold, scan.count, inclusive=scan.inclusive)
+            scores = scan.values.abs()
+            t = scan.threshold
+            if scaled is not None:
+                inside = scaled_magnitudes >= t if scan.inclusive else scaled_magnitudes > t
+                scores[torch.searchsorted(scan.indices, scaled[0][inside])] *= scaled[1][inside]
+            if int(torch.count_nonzero(scores >= t if scan.inclusive else scores > t)) >= k:
+                # candidates are in index order, so the tie rule carries over
+                return scan.indices[exact_topk_indices(scores, k)]
+        scan = None
+    return None

@@ -41,6 +41,20 @@ def test_error_feedback_invariant_is_exact(cls):
         assert payload.indices.unique().numel() == payload.count
 
 
+def test_a_subclass_overriding_select_is_called():
+    """TopK fuses its selection with error feedback; a user's subclass that overrides select
+    still has it called, and error feedback still holds."""
+
+    class SmallestFirst(TopK):
+        def select(self, acc, step):
+            return torch.topk(acc.abs(), self.k, largest=False).indices
+
+    compressor = SmallestFirst(dim=6, ratio=0.34)  # k = 2
+    payload = compressor.compress(torch.tensor([1.0, -5.0, 0.5, 4.0, 0.0, 3.0]), 1)
+    assert sorted(payload.indices.tolist()) == [2, 4]
+    assert compressor.residual.tolist() == [1.0, -5.0, 0.0, 4.0, 0.0, 3.0]
+
+
 def test_topk_sends_the_largest_accumulated_entries():
     compressor = TopK(dim=6, ratio=0.34)  # k = 2
     first = compressor.compress(torch.tensor([1.0, -5.0, 0.5, 4.0, 0.0, 3.0]), 1)

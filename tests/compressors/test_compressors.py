@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from sparsetrain.compressors import GaussianK, RandomK, RegTopK, TopK
+from sparsetrain.compressors import GaussianK, RandomK, RegTopK, TopK, kernels
+from sparsetrain.compressors.selection import FAST_PATH_MIN_D
 from tests.compressors.reference import (
     RegTopKReference,
     Worker,
@@ -18,18 +19,18 @@ from tests.compressors.reference import (
 DIM, WORKERS, STEPS = 400, 4, 8
 
 
-def gradients(step: int, heavy_tailed: bool = False) -> list[np.ndarray]:
+def gradients(step: int, heavy_tailed: bool = False, dim: int = DIM) -> list[np.ndarray]:
     rng = np.random.default_rng(step)
-    draw = (lambda: rng.standard_t(3, DIM)) if heavy_tailed else (lambda: rng.standard_normal(DIM))
+    draw = (lambda: rng.standard_t(3, dim)) if heavy_tailed else (lambda: rng.standard_normal(dim))
     shared = draw()  # a common component so that aggregation matters
     return [(shared + draw() * (1 + w)).astype(np.float32) for w in range(WORKERS)]
 
 
-def simulate(make, reference_workers, heavy_tailed=False):
+def simulate(make, reference_workers, heavy_tailed=False, dim=DIM, steps=STEPS):
     """Run the torch compressors and the numpy reference side by side; compare every step."""
     compressors = [make(w) for w in range(WORKERS)]
-    for step in range(1, STEPS + 1):
-        grads = gradients(step, heavy_tailed)
+    for step in range(1, steps + 1):
+        grads = gradients(step, heavy_tailed, dim)
         payloads = [c.compress(torch.from_numpy(g.copy()), step) for c, g in zip(compressors, grads)]
         expected = [ref.step(g) for ref, g in zip(reference_workers, grads)]
         for payload, (indices, values), compressor, ref in zip(payloads, expected, compressors, reference_workers):
@@ -37,12 +38,12 @@ def simulate(make, reference_workers, heavy_tailed=False):
             np.testing.assert_array_equal(payload.indices[order].numpy(), indices)
             np.testing.assert_array_equal(payload.values[order].numpy(), values)
             np.testing.assert_array_equal(compressor.residual.numpy(), ref.residual)
-        gbar = torch.zeros(DIM)
+        gbar = torch.zeros(dim)
         for payload in payloads:
             gbar.index_add_(0, payload.indices, payload.values)
         gbar /= WORKERS
         # float32 sums of up to 4 terms of size ~1-10 against float64: a few ulps of 10.
-        np.testing.assert_allclose(gbar.numpy(), aggregate(DIM, expected), rtol=1e-6, atol=1e-5)
+        np.testing.assert_allclose(gbar.numpy(), aggregate(dim, expected), rtol=1e-6, atol=1e-5)
         for compressor in compressors:
             compressor.observe(gbar)
         for ref in reference_workers:
@@ -77,6 +78,34 @@ def test_gaussiank(ratio, refine, heavy_tailed):
     for ref in refs:
         ref.step = (lambda r: lambda g: Worker.step(r, g, lambda a: gaussiank_select(a, k, z, refine)))(ref)
     simulate(lambda w: GaussianK(DIM, ratio, refine=refine, worker=w, num_workers=WORKERS), refs, heavy_tailed)
+
+
+LARGE = FAST_PATH_MIN_D + 4_321
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native", "torch_path"])
+@pytest.mark.parametrize("name", ["topk", "regtopk", "gaussiank", "gaussiank_plain"])
+def test_fused_error_feedback_and_fast_path_match_the_reference(name, native, monkeypatch):
+    """At a size where the fast path runs, error feedback fused with the candidate scan (and
+    Gaussian-k's loop on those candidates) gives the reference's indices, values and residuals."""
+    monkeypatch.setattr(kernels, "ENABLED", native and kernels.ENABLED)
+    ratio = 0.002
+    k = int(ratio * LARGE)
+    z = NormalDist().inv_cdf(1 - ratio / 2)
+    if name == "regtopk":
+        refs = [RegTopKReference(LARGE, k, WORKERS, 4.0) for _ in range(WORKERS)]
+        make = lambda w: RegTopK(LARGE, ratio, worker=w, num_workers=WORKERS)  # noqa: E731
+    else:
+        refs = [Worker(LARGE) for _ in range(WORKERS)]
+        if name == "topk":
+            select, make = (lambda a: topk_set(np.abs(a), k)), (lambda w: TopK(LARGE, ratio))
+        else:
+            refine = name == "gaussiank"
+            select = lambda a: gaussiank_select(a, k, z, refine)  # noqa: E731
+            make = lambda w: GaussianK(LARGE, ratio, refine=refine)  # noqa: E731
+        for ref in refs:
+            ref.step = (lambda r: lambda g: Worker.step(r, g, select))(ref)
+    simulate(make, refs, heavy_tailed=True, dim=LARGE, steps=3)
 
 
 def test_regtopk_first_step_is_topk():

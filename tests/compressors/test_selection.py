@@ -8,6 +8,7 @@ from sparsetrain.compressors.selection import (
     FAST_PATH_MIN_D,
     SAMPLE_SIZE,
     SORTED_BELOW,
+    candidate_scan,
     exact_topk_indices,
     topk_indices,
     topk_magnitude_indices,
@@ -104,10 +105,17 @@ def test_magnitude_path_with_signs_and_reweighting(case, k):
     values = (LARGE_CASES[case](rng) * rng.choice([-1.0, 1.0], D)).astype(np.float32)
     top = np.argsort(-np.abs(values), kind="stable")[: 2 * k]
     indices = np.unique(np.concatenate([top[::2], rng.choice(D, k, replace=False)]))
+    tensor = torch.from_numpy(values)
+    before = tensor.clone()
+    scan = candidate_scan(tensor, k)  # as RegTop-k's compress hands it over
     for factors in (rng.random(indices.size), np.zeros(indices.size), np.ones(indices.size),
                     1 + rng.random(indices.size)):
         factors = factors.astype(np.float32)
-        got = topk_magnitude_indices(torch.from_numpy(values), k, (torch.from_numpy(indices), torch.from_numpy(factors)))
-        assert got.numel() == k and set(got.tolist()) == scaled_reference(values, k, indices, factors)
+        scaled = (torch.from_numpy(indices), torch.from_numpy(factors))
+        expected = scaled_reference(values, k, indices, factors)
+        for given in (None, scan):
+            got = topk_magnitude_indices(tensor, k, scaled, scan=given)
+            assert got.numel() == k and set(got.tolist()) == expected
+    assert torch.equal(tensor, before)
     plain = topk_magnitude_indices(torch.from_numpy(values), k)
     assert set(plain.tolist()) == reference(np.abs(values), k)
