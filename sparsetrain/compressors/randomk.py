@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from sparsetrain.compressors.base import SparseCompressor
+from sparsetrain.seeding import step_generator
 
 __all__ = ["RandomK"]
 
@@ -18,12 +19,8 @@ class RandomK(SparseCompressor):
     uniform sequence are a uniform k-subset).
     """
 
-    def generator(self, step: int) -> torch.Generator:
-        seed = ((self.seed * 1_000_003 + self.worker) * 1_000_000_007 + step) % (2**63)
-        return torch.Generator(device=self.device).manual_seed(seed)
-
     def select(self, acc: torch.Tensor, step: int) -> torch.Tensor:
-        gen = self.generator(step)
+        gen = step_generator(self.seed, self.worker, step, self.device)
         if 4 * self.k > self.dim:
             return torch.randperm(self.dim, generator=gen, device=self.device)[: self.k]
         draws = self.k + self.k // 4 + 16

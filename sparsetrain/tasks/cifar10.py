@@ -35,6 +35,7 @@ from torch.utils.data import DistributedSampler
 from torchvision.datasets import CIFAR10 as TorchvisionCIFAR10
 
 from sparsetrain.layout import WorkerLayout
+from sparsetrain.seeding import step_generator
 from sparsetrain.tasks.base import Task
 from sparsetrain.tasks.flat_module import flatten_module
 from sparsetrain.tasks.resnet import PRETRAINED, build_resnet18, check_model
@@ -280,8 +281,7 @@ class CIFAR10(Task):
         index = self._order(worker, epoch)[position * self.batch_size : (position + 1) * self.batch_size]
         images = self.data.train_images[index]
         if self.augment:
-            gen = torch.Generator().manual_seed(((self.seed * 1_000_003 + worker) * 1_000_000_007 + step) % 2**63)
-            images = random_crop_flip(images, gen)
+            images = random_crop_flip(images, step_generator(self.seed, worker, step))
         return self._inputs(images), self.data.train_labels[index]
 
     def local_gradient(self, local_worker: int, step: int) -> torch.Tensor:

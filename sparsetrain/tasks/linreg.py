@@ -22,6 +22,7 @@ import torch
 
 from sparsetrain.collectives import all_gather_rows
 from sparsetrain.layout import WorkerLayout
+from sparsetrain.seeding import worker_seed
 from sparsetrain.tasks.base import Task
 
 __all__ = ["LinearRegression", "worker_shard"]
@@ -31,7 +32,7 @@ def worker_shard(
     worker: int, seed: int, dim: int, samples: int, model_mean_var: float, noise_var: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(A_n, y_n)`` of worker n in float64, a pure function of (seed, worker) and the sizes."""
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + worker)
+    gen = torch.Generator().manual_seed(worker_seed(seed, worker))
     mean = torch.randn((), generator=gen, dtype=torch.float64) * model_mean_var**0.5
     local_model = mean + torch.randn(dim, generator=gen, dtype=torch.float64)
     features = torch.randn(samples, dim, generator=gen, dtype=torch.float64)
