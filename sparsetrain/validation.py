@@ -16,7 +16,7 @@ from sparsetrain.compressors.base import Compressor
 from sparsetrain.schedule import SCHEDULES
 from sparsetrain.tasks.base import Task
 
-__all__ = ["ConfigError", "resolve_job"]
+__all__ = ["ConfigError", "check_number", "resolve_job"]
 
 
 class ConfigError(ValueError):
@@ -28,14 +28,29 @@ def _require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def _number(job: dict[str, Any], dotted: str, low: float, high: float = math.inf, *, low_open=False) -> None:
-    node: Any = job
+def check_number(
+    config: dict[str, Any],
+    dotted: str,
+    low: float,
+    high: float = math.inf,
+    *,
+    low_open: bool = False,
+    integer: bool = False,
+    nullable: bool = False,
+) -> None:
+    """Raise a :class:`ConfigError` naming ``dotted`` unless ``config[dotted]`` (a path of keys,
+    ``"train.lr"``) is a number in [low, high] ((low, high] if ``low_open``), an integer if
+    ``integer``, or absent/null if ``nullable``. Booleans are not numbers here."""
+    node: Any = config
     for part in dotted.split("."):
-        node = node[part]
-    ok = isinstance(node, (int, float)) and not isinstance(node, bool)
+        node = node.get(part) if isinstance(node, dict) else None
+    if nullable and node is None:
+        return
+    ok = isinstance(node, int if integer else (int, float)) and not isinstance(node, bool)
     ok = ok and (node > low if low_open else node >= low) and node <= high
     bound = f"> {low}" if low_open else f">= {low}"
-    allowed = f"a number {bound}" + (f" and <= {high}" if high != math.inf else "")
+    allowed = ("null or " if nullable else "") + ("an integer " if integer else "a number ") + bound
+    allowed += f" and <= {high}" if high != math.inf else ""
     _require(ok, f"{dotted}={node!r} is not allowed: use {allowed}")
 
 
@@ -58,52 +73,47 @@ def _component(job: dict[str, Any], group: str, base: type) -> None:
 def resolve_job(job: dict[str, Any], *, visible_gpus: int | None = None) -> dict[str, Any]:
     """Validate ``job`` (the resolved config as plain data) and fill in its ``auto`` dist values."""
     gpus = torch.cuda.device_count() if visible_gpus is None else visible_gpus
-    _number(job, "ratio", 0, 1, low_open=True)
+    check_number(job, "ratio", 0, 1, low_open=True)
     _require(isinstance(job["seed"], int), f"seed={job['seed']!r} is not allowed: use an integer")
     train = job["train"]
     _require(
         train.get("epochs") is not None or train.get("steps") is not None,
         "train.epochs and train.steps are both null: set train.epochs=<passes over the data> or train.steps=<n>",
     )
-    for key in ("epochs", "steps"):
-        if train.get(key) is not None:
-            _number(job, f"train.{key}", 0, low_open=True)
-    if train.get("steps") is not None:
-        _require(isinstance(train["steps"], int), f"train.steps={train['steps']!r} is not allowed: use an integer >= 1")
-    _number(job, "train.lr", 0)
-    _number(job, "train.momentum", 0, 1)
+    check_number(job, "train.epochs", 0, low_open=True, nullable=True)
+    check_number(job, "train.steps", 1, integer=True, nullable=True)
+    check_number(job, "train.lr", 0)
+    check_number(job, "train.momentum", 0, 1)
     _require(
         not train.get("nesterov") or train["momentum"] > 0,
         "train.nesterov=true needs train.momentum > 0: set train.momentum (e.g. 0.9) or train.nesterov=false",
     )
-    _number(job, "train.weight_decay", 0)
+    check_number(job, "train.weight_decay", 0)
     _require(
         train.get("lr_schedule", "constant") in SCHEDULES,
         f"train.lr_schedule={train.get('lr_schedule')!r} is not allowed: use one of {', '.join(SCHEDULES)}",
     )
     if "warmup_epochs" in train:
-        _number(job, "train.warmup_epochs", 0)
+        check_number(job, "train.warmup_epochs", 0)
     if "gamma" in train:
-        _number(job, "train.gamma", 0, 1, low_open=True)
+        check_number(job, "train.gamma", 0, 1, low_open=True)
     milestones = train.get("milestones", [])
     _require(
         isinstance(milestones, list) and all(isinstance(m, (int, float)) and 0 < m < 1 for m in milestones),
         f"train.milestones={milestones!r} is not allowed: use a list of fractions of the run between 0 and 1",
     )
-    _number(job, "log.every", 1)
-    if job["log"].get("eval_every") is not None:
-        _number(job, "log.eval_every", 1)
-    if job["train"].get("reject_factor") is not None:
-        _number(job, "train.reject_factor", 1)
+    check_number(job, "log.every", 1)
+    check_number(job, "log.eval_every", 1, nullable=True)
+    check_number(job, "train.reject_factor", 1, nullable=True)
     _require(
         job["train"].get("nonfinite", "error") in ("error", "skip"),
         f"train.nonfinite={job['train'].get('nonfinite')!r} is not allowed: use error or skip",
     )
-    _number(job, "ckpt.every", 0)
+    check_number(job, "ckpt.every", 0)
     _component(job, "task", Task)
     _component(job, "compressor", Compressor)
     if "mu" in job["compressor"]:
-        _number(job, "compressor.mu", 0, low_open=True)
+        check_number(job, "compressor.mu", 0, low_open=True)
 
     d = job["dist"]
     _require(d["device"] in ("auto", "cpu", "cuda"), f"dist.device={d['device']!r} is not allowed: use auto, cpu or cuda")
@@ -122,13 +132,13 @@ def resolve_job(job: dict[str, Any], *, visible_gpus: int | None = None) -> dict
     )
     if d["nproc"] == "auto":
         d["nproc"] = gpus if d["device"] == "cuda" else 2
-    _number(job, "dist.nproc", 1)
+    check_number(job, "dist.nproc", 1)
     _require(isinstance(d["nproc"], int), f"dist.nproc={d['nproc']!r} is not allowed: use auto or an integer >= 1")
     _require(
         d["device"] == "cpu" or d["nproc"] <= gpus,
         f"dist.nproc={d['nproc']} asks for more GPUs than the {gpus} visible: use dist.nproc<={gpus} or auto",
     )
-    _number(job, "dist.nnodes", 1)
+    check_number(job, "dist.nnodes", 1)
     _require(
         isinstance(d["node_rank"], int) and 0 <= d["node_rank"] < d["nnodes"],
         f"dist.node_rank={d['node_rank']!r} is not allowed: use 0 .. dist.nnodes-1 ({d['nnodes'] - 1})",
@@ -137,11 +147,10 @@ def resolve_job(job: dict[str, Any], *, visible_gpus: int | None = None) -> dict
         d["nnodes"] == 1 or bool(d["rdzv_endpoint"]),
         "dist.nnodes>1 needs dist.rdzv_endpoint=<node 0 host>:<port>",
     )
-    _number(job, "dist.max_restarts", 0)
+    check_number(job, "dist.max_restarts", 0)
     fault = job.get("fault") or {}
     for key in ("at_step", "nonfinite_at_step"):
-        if fault.get(key) is not None:
-            _number(job, f"fault.{key}", 1)
+        check_number(job, f"fault.{key}", 1, nullable=True)
     if fault.get("kill_rank") is not None:
         _require(
             isinstance(fault["kill_rank"], int) and 0 <= fault["kill_rank"] < d["nproc"] * d["nnodes"]

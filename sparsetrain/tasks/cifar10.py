@@ -39,7 +39,7 @@ from sparsetrain.seeding import step_generator
 from sparsetrain.tasks.base import Task
 from sparsetrain.tasks.flat_module import flatten_module
 from sparsetrain.tasks.resnet import PRETRAINED, build_resnet18, check_model
-from sparsetrain.validation import ConfigError
+from sparsetrain.validation import ConfigError, check_number
 
 __all__ = ["CIFAR10", "CifarArrays", "load_cifar10", "synthetic_cifar10", "random_crop_flip", "LAYOUT"]
 
@@ -219,14 +219,8 @@ class CIFAR10(Task):
         """Check the task's keys and make the data (and pretrained weights) available, in the
         launching process before any worker starts, so a missing dataset is one line, not a crash
         in every worker."""
-        for key in ("batch_size", "eval_batch_size", "synthetic_samples"):
-            value = config.get(key)
-            if not (isinstance(value, int) and value >= 1):
-                raise ConfigError(f"task.{key}={value!r} is not allowed: use an integer >= 1")
-        if config.get("eval_samples") is not None and not (
-            isinstance(config["eval_samples"], int) and config["eval_samples"] >= 1
-        ):
-            raise ConfigError(f"task.eval_samples={config['eval_samples']!r} is not allowed: use null (all) or an integer >= 1")
+        for key in ("batch_size", "eval_batch_size", "synthetic_samples", "eval_samples"):
+            check_number({"task": config}, f"task.{key}", 1, integer=True, nullable=key == "eval_samples")
         check_model(config.get("model"), config.get("pretrained", False))
         config["data_root"] = str(Path(os.path.expanduser(str(config["data_root"]))).resolve())
         if config.get("synthetic"):
