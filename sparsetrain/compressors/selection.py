@@ -148,7 +148,7 @@ def _topk_of_candidates(
     their scores under t), new scans aim at 8k and then 32k candidates: a pass is far cheaper
     than a top-k over all d scores. Where more than d/16 reach t (ties at t), None at once.
     """
-    scaled_magnitudes = None if scaled is None else values[scaled[0]].abs_()
+    scaled_magnitudes = None  # |values| of the scaled entries, read once a scan has candidates
     for expected in (None, 8 * k, 32 * k):
         if scan is None and fast_path(values, k) and (expected is None or expected < values.numel() // 16):
             scan = candidate_scan(values, k, expected=expected)
@@ -162,6 +162,8 @@ def _topk_of_candidates(
             scores = scan.values.abs()
             t = scan.threshold
             if scaled is not None:
+                if scaled_magnitudes is None:
+                    scaled_magnitudes = values[scaled[0]].abs_()
                 inside = scaled_magnitudes >= t if scan.inclusive else scaled_magnitudes > t
                 scores[torch.searchsorted(scan.indices, scaled[0][inside])] *= scaled[1][inside]
             if int(torch.count_nonzero(scores >= t if scan.inclusive else scores > t)) >= k:
