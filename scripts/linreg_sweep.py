@@ -32,7 +32,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-
 GUARDED = "regtopk + authors' guard"
 
 

@@ -1,155 +1,129 @@
-"""``sparsetrain``: compose the Hydra config, validate it, launch the workers, print a summary.
+"""``sparsetrain``: check the command line, launch the workers, write the summary, print one line.
 
     sparsetrain task=linreg compressor=topk ratio=0.4          # one run, 2 CPU workers or 1 per GPU
     sparsetrain -m compressor=dense,topk ratio=0.5,0.6         # a Hydra multirun sweep
     torchrun --nproc-per-node 2 -m sparsetrain task=linreg     # already under torchrun: no relaunch
 
-The Hydra app runs in the launching process only, so there is one run directory per job (Hydra's
-output dir); the workers receive the resolved config as plain data.
+Every job of the command (each point of a sweep) is composed and checked first
+(:mod:`sparsetrain.compose`): a bad value is one line and exit code 2, before anything runs. The
+Hydra app then runs in the launching process only, so there is one run directory per job; the
+workers receive the checked :class:`~sparsetrain.config.JobConfig`. A job that fails ends with one
+line naming its root cause and exit code 1 (130 when interrupted); ``HYDRA_FULL_ERROR=1`` shows the
+traceback as well.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
-import shutil
 import sys
-import time
-from datetime import datetime
+import traceback
 from pathlib import Path
 from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from torch.distributed.elastic.multiprocessing.api import SignalException
 
-from sparsetrain import checkpoint
-from sparsetrain.components import component_class
-from sparsetrain.launch import in_torchrun_worker, launch
-from sparsetrain.metrics import SUMMARY, write_json_atomic, read_metrics
-from sparsetrain.validation import ConfigError, resolve_job
+from sparsetrain import components, rundir
+from sparsetrain.compose import JOB, check_command_line, register_schemas, resumed_job
+from sparsetrain.errors import ConfigError
+from sparsetrain.failures import describe
+from sparsetrain.launch import JobFailed, TorchrunEnv, in_torchrun_worker, launch
+from sparsetrain.metrics import write_json_atomic
+from sparsetrain.summary import summary_line, write_summary
+from sparsetrain.validation import check_job
+from sparsetrain.worker import run_worker
 
 __all__ = ["main"]
 
-
-JOB = "job.json"
-"""The resolved job as launched, saved in the run directory so that ``resume=`` can continue it."""
-
-
-def _run_dir(resume: str | None) -> str:
-    """The run directory: the resumed one; else outputs/<date>/<time>, or outputs/torchrun-<run id>
-    when every rank runs this app under torchrun (a shared ``--standalone`` or ``--rdzv-id`` run id
-    gives all ranks the same directory where their clocks might not)."""
-    if resume:
-        return str(Path(resume).resolve())
-    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
-    if in_torchrun_worker() and run_id != "none":
-        return f"outputs/torchrun-{run_id}"
-    return datetime.now().strftime("outputs/%Y-%m-%d/%H-%M-%S")
-
-
-OmegaConf.register_new_resolver("sparsetrain_run_dir", _run_dir, use_cache=True, replace=True)
-OmegaConf.register_new_resolver(
-    "sparsetrain_output_subdir", lambda resume: ".hydra_resume" if resume else ".hydra", replace=True
-)
-
-
-def _resumed_job(run_dir: str) -> dict[str, Any]:
-    """The job a ``resume=<run dir>`` continues: the one saved at its launch, if it has a checkpoint."""
-    saved = Path(run_dir) / JOB
-    if not saved.exists() or checkpoint.latest(run_dir) is None:
-        raise ConfigError(
-            f"resume={run_dir} holds no checkpoint (checkpoints/step_*/COMPLETE and {JOB}): "
-            f"pass the directory of a run started with ckpt.every > 0"
-        )
-    return json.loads(saved.read_text())
+_FAILED_JOBS: list[str] = []
+"""Jobs of this process's sweep that failed (each already reported on its own line)."""
 
 
 def _torchrun_layout(job: dict[str, Any]) -> None:
     """Under torchrun the process layout is torchrun's, whatever the config says."""
-    d = job["dist"]
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-    d["nproc"] = local
-    d["nnodes"] = max(1, int(os.environ.get("WORLD_SIZE", local)) // local)
-    d["node_rank"] = int(os.environ.get("GROUP_RANK", 0))
-    d["rdzv_endpoint"] = d["rdzv_endpoint"] or "torchrun"
+    env, d = TorchrunEnv.read(), job["dist"]
+    d["nproc"] = env.local_world_size
+    d["nnodes"] = max(1, env.world_size // env.local_world_size)
+    d["node_rank"] = env.group_rank
+    d["rdzv_endpoint"] = d["rdzv_endpoint"] or f"{env.master_addr}:{env.master_port}"
 
 
-def _discard_empty_run_dir(run_dir: str) -> None:
-    """Remove a run directory that a refused job leaves holding only Hydra's files (.hydra/ and
-    its log), and the parents it leaves empty below the working directory, so that nothing looks
-    like a run that happened."""
-    path = Path(run_dir).resolve()
-    if not (path.is_dir() and all(p.name == ".hydra" or p.suffix == ".log" for p in path.iterdir())):
-        return
-    shutil.rmtree(path, ignore_errors=True)
-    cwd = Path.cwd().resolve()
-    for parent in path.parents:  # outputs/<date>/ left empty, up to the working directory
-        if parent == cwd or cwd not in parent.parents or any(parent.iterdir()):
-            break
-        parent.rmdir()
-
-
-def _summary_line(summary: dict[str, Any], run_dir: str) -> str:
-    metrics = {k: v for k, v in summary.items() if k == "train/loss" or k.split("/")[0] in ("linreg", "eval")}
-    shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float)))
-    synthetic = " data=SYNTHETIC" if summary.get("data", "").startswith("SYNTHETIC") else ""
-    return (
-        f"sparsetrain: {summary['status']} {summary['task']}{synthetic} {summary['compressor']} ratio={summary['ratio']} "
-        f"workers={summary['workers']} steps={summary['steps']} {shown} "
-        f"compression={summary.get('comm/compression') or 0:.4g} wall={summary.get('wall_s', 0):.1f}s run_dir={run_dir}"
-    )
-
-
-def _record_failure(run_dir: str, job: dict[str, Any], error: BaseException) -> None:
-    """Make sure a failed job's directory says so, keeping every metric it logged."""
-    path = Path(run_dir) / SUMMARY
-    if path.exists():
-        return
-    records = read_metrics(run_dir)
-    from sparsetrain.worker import run_summary
-
-    write_json_atomic(
-        path,
-        {**run_summary(job), **(records[-1] if records else {}), "status": "failed", "error": str(error).strip()},
-    )
+def _refuse(error: ConfigError, run_dir: str | None) -> None:
+    if run_dir is not None:
+        rundir.discard_if_empty(run_dir)
+    print(f"sparsetrain: error: {error}", file=sys.stderr)
+    sys.exit(2)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://sparsetrain.conf", config_name="config")
 def app(cfg: DictConfig) -> dict[str, Any] | None:
     run_dir = HydraConfig.get().runtime.output_dir
-    job = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(job, dict)
-    if in_torchrun_worker():
-        _torchrun_layout(job)
-    resume = job.get("resume")
-    if resume:
-        run_dir = str(Path(resume).resolve())
+    raw = OmegaConf.to_container(cfg, resolve=True)
+    resume = raw.get("resume")
     try:
-        job = _resumed_job(run_dir) if resume else resolve_job(job)
-        component_class(job["task"]).prepare(job["task"], num_workers=job["dist"]["workers"])
+        if resume:
+            run_dir = str(Path(resume).resolve())
+            job = resumed_job(run_dir)
+        else:
+            if in_torchrun_worker():
+                _torchrun_layout(raw)
+            job = check_job(raw, list(HydraConfig.get().overrides.task))
+        task_options = {k: v for k, v in job.task.items() if k != "_target_"}
+        components.component_class(job.task["_target_"]).prepare(task_options, num_workers=job.dist.workers)
+        job.task.update(task_options)
     except ConfigError as error:
-        if not resume:
-            _discard_empty_run_dir(run_dir)
-        print(f"sparsetrain: error: {error}", file=sys.stderr)
-        sys.exit(2)
-    if not resume and os.environ.get("RANK", "0") == "0":
-        write_json_atomic(Path(run_dir) / JOB, job)
-    started = time.perf_counter()
+        _refuse(error, None if resume else run_dir)
+    first_process = TorchrunEnv.read().rank == 0
+    if not resume and first_process:
+        write_json_atomic(Path(run_dir) / JOB, dataclasses.asdict(job))
     try:
-        summary = launch(job, run_dir)
-    except Exception as error:
-        _record_failure(run_dir, job, error)
-        print(f"sparsetrain: error: the job failed ({type(error).__name__}); see {run_dir}", file=sys.stderr)
-        raise
-    if summary is not None:
-        summary["launch_wall_s"] = time.perf_counter() - started
-        print(_summary_line(summary, run_dir), flush=True)
+        outcome = launch(job, run_dir, run_worker)
+    except (JobFailed, KeyboardInterrupt, SignalException, Exception) as error:
+        cause, trace = _cause(error)
+        if first_process:
+            write_summary(run_dir, job, None, error=cause, traceback=trace)
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" and trace:
+            print(trace, file=sys.stderr)
+        print(f"sparsetrain: error: {cause}; the run directory keeps what was logged: {run_dir}", file=sys.stderr)
+        interrupted = isinstance(error, (KeyboardInterrupt, SignalException))
+        if HydraConfig.get().mode == RunMode.MULTIRUN and not interrupted:
+            _FAILED_JOBS.append(f"{run_dir}: {cause}")  # the sweep goes on; main() reports it at the end
+            return None
+        sys.exit(130 if interrupted else 1)
+    if outcome is None:  # another node hosts rank 0 and writes the summary
+        return None
+    summary = write_summary(run_dir, job, outcome)
+    print(summary_line(summary, run_dir), flush=True)
     return summary
 
 
+def _cause(error: BaseException) -> tuple[str, str]:
+    """The failure's one-line root cause and its traceback (empty where unknown)."""
+    if isinstance(error, JobFailed):
+        return error.failure.description, error.failure.traceback
+    if isinstance(error, SignalException):
+        return f"interrupted by {error.sigval.name}", ""
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted by SIGINT", ""
+    return describe(error), "".join(traceback.format_exception(error))
+
+
 def main() -> None:
+    register_schemas()
+    rundir.register_resolvers()
+    try:
+        check_command_line(sys.argv[1:])
+    except ConfigError as error:
+        _refuse(error, None)
     app()
+    if _FAILED_JOBS:
+        print(f"sparsetrain: error: {len(_FAILED_JOBS)} job(s) of the sweep failed, the first {_FAILED_JOBS[0]}",
+              file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -1,23 +1,80 @@
-"""Start the workers with torch.distributed's elastic launcher (the library behind torchrun).
+"""Everything about torchrun: its environment, and starting the workers with its elastic launcher.
 
-What torchrun does and the raw ``elastic_launch`` API does not, done here: a free rendezvous port
-for single-node jobs and ``OMP_NUM_THREADS`` set so the workers together use the cores without
-oversubscribing them. When this process already is a torchrun worker (``torchrun -m sparsetrain``,
+:class:`TorchrunEnv` is the one reader of the variables torchrun (or the elastic agent) sets for
+a worker. :func:`launch` does what torchrun does and the raw ``elastic_launch`` API does not: a
+free rendezvous port for single-node jobs, ``OMP_NUM_THREADS`` so that the workers together use
+the cores without oversubscribing them, and a multi-node rendezvous that waits for the other
+nodes in Python, so that Ctrl-C stops it at once and ``dist.join_timeout_s`` ends it with one
+line (torch's static rendezvous blocks in C++, deaf to signals, for 10 minutes). A failed job
+raises :class:`JobFailed` with its root cause (:mod:`sparsetrain.failures`) instead of torch's
+``ChildFailedError``. When this process already is a torchrun worker (``torchrun -m sparsetrain``,
 SLURM ``srun``), nothing is launched: the worker runs in place.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import sys
+import tempfile
+import time
 import uuid
-from typing import Any
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Callable
 
+import torch.distributed as dist
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.elastic.rendezvous import RendezvousParameters, rendezvous_handler_registry
+from torch.distributed.elastic.rendezvous.static_tcp_rendezvous import StaticTCPRendezvous
+from torch.distributed.elastic.rendezvous.utils import parse_rendezvous_endpoint
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-from sparsetrain.worker import run_worker
+from sparsetrain import failures
+from sparsetrain.config import JobConfig
 
-__all__ = ["in_torchrun_worker", "free_port", "threads_per_process", "launch"]
+__all__ = ["TorchrunEnv", "JobFailed", "in_torchrun_worker", "free_port", "threads_per_process", "launch"]
+
+
+@dataclass(frozen=True)
+class TorchrunEnv:
+    """The variables torchrun sets for each worker process (defaults: a single process)."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    local_world_size: int
+    group_rank: int
+    restart_count: int
+    run_id: str | None
+    master_addr: str
+    master_port: int | None
+    agent_store: bool
+
+    @classmethod
+    def read(cls) -> "TorchrunEnv":
+        env = os.environ
+        return cls(
+            rank=int(env.get("RANK", 0)),
+            world_size=int(env.get("WORLD_SIZE", 1)),
+            local_rank=int(env.get("LOCAL_RANK", 0)),
+            local_world_size=int(env.get("LOCAL_WORLD_SIZE", env.get("WORLD_SIZE", 1))),
+            group_rank=int(env.get("GROUP_RANK", 0)),
+            restart_count=int(env.get("TORCHELASTIC_RESTART_COUNT", 0)),
+            run_id=env.get("TORCHELASTIC_RUN_ID") if env.get("TORCHELASTIC_RUN_ID") not in (None, "none") else None,
+            master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
+            master_port=int(env["MASTER_PORT"]) if "MASTER_PORT" in env else None,
+            agent_store=env.get("TORCHELASTIC_USE_AGENT_STORE") == "True",
+        )
+
+
+class JobFailed(Exception):
+    """The job's workers failed; ``failure`` is the root cause (:func:`sparsetrain.failures.root_cause`)."""
+
+    def __init__(self, failure: failures.Failure) -> None:
+        super().__init__(failure.description)
+        self.failure = failure
 
 
 def in_torchrun_worker() -> bool:
@@ -41,31 +98,106 @@ def threads_per_process(nproc: int) -> int:
     return max(1, available_cores() // nproc)
 
 
-def launch(job: dict[str, Any], run_dir: str) -> dict[str, Any] | None:
-    """Run the job on this node; returns rank 0's summary when rank 0 ran here."""
-    d = job["dist"]
+class PatientStaticRendezvous(StaticTCPRendezvous):
+    """torch's static rendezvous (node 0 hosts the store; torchrun's ``--node-rank``), but the
+    wait for the other nodes runs in Python: Ctrl-C interrupts it, and after ``join_timeout``
+    seconds it ends with one line naming the endpoint and the missing nodes."""
+
+    def __init__(self, *args: Any, join_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.join_timeout = join_timeout
+
+    def get_backend(self) -> str:
+        return "sparsetrain-static"
+
+    def next_rendezvous(self):
+        if self._store is None:
+            self._store = self._join()
+        return super().next_rendezvous()
+
+    def _join(self) -> dist.TCPStore:
+        endpoint = f"{self.master_addr}:{self.master_port}"
+        deadline = time.monotonic() + self.join_timeout
+        announced = False
+        store = None
+        while store is None:
+            try:
+                store = dist.TCPStore(
+                    self.master_addr, self.master_port, self.world_size, self.rank == 0, timeout=timedelta(seconds=2),
+                    wait_for_workers=False, multi_tenant=True,
+                )
+            except (RuntimeError, dist.DistError):  # node 0 is not listening yet
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"node {self.rank} found no rendezvous at dist.rdzv_endpoint={endpoint} within "
+                        f"dist.join_timeout_s={self.join_timeout:g}: start node 0 there, or raise dist.join_timeout_s"
+                    ) from None
+        store.set_timeout(self.timeout)
+        joined = store.add(f"{self.run_id}/joined", 1)
+        while joined < self.world_size:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"only {joined} of dist.nnodes={self.world_size} nodes joined at dist.rdzv_endpoint={endpoint} "
+                    f"within dist.join_timeout_s={self.join_timeout:g}: start the others (each with its own "
+                    f"dist.node_rank), or raise dist.join_timeout_s"
+                )
+            if not announced and time.monotonic() > deadline - self.join_timeout + 5:
+                print(f"sparsetrain: waiting for {self.world_size - joined} more node(s) at {endpoint} "
+                      f"(dist.join_timeout_s={self.join_timeout:g})", file=sys.stderr, flush=True)
+                announced = True
+            time.sleep(0.1)
+            joined = store.add(f"{self.run_id}/joined", 0)
+        return store
+
+
+def _patient_static(params: RendezvousParameters) -> PatientStaticRendezvous:
+    host, port = parse_rendezvous_endpoint(params.endpoint, -1)
+    return PatientStaticRendezvous(
+        host, port, int(params.config["rank"]), params.max_nodes, params.run_id, int(params.config["timeout"]),
+        join_timeout=float(params.config["join_timeout"]),
+    )
+
+
+rendezvous_handler_registry.register("sparsetrain-static", _patient_static)
+
+
+def _quiet_elastic_logs() -> None:
+    """torch's launcher logs every worker's traceback and its own shut-down; the root cause is
+    reported once instead (``HYDRA_FULL_ERROR=1`` keeps them)."""
+    if os.environ.get("HYDRA_FULL_ERROR") != "1":
+        for name in ("torch.distributed.elastic", "torch.multiprocessing.spawn", "torch.distributed.launcher"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def launch(job: JobConfig, run_dir: str, entrypoint: Callable[[JobConfig, str], Any]) -> Any:
+    """Run ``entrypoint(job, run_dir)`` on every worker of this node; returns rank 0's result
+    when rank 0 ran here (else None), or raises :class:`JobFailed`."""
+    d = job.dist
     if in_torchrun_worker():
-        return run_worker(job, run_dir)
+        return entrypoint(job, run_dir)
     if "OMP_NUM_THREADS" not in os.environ:
-        os.environ["OMP_NUM_THREADS"] = str(threads_per_process(d["nproc"]))
-    if d["nnodes"] == 1:
+        os.environ["OMP_NUM_THREADS"] = str(threads_per_process(d.nproc))
+    if d.nnodes == 1:
         backend, endpoint, run_id, rdzv_configs = "c10d", f"127.0.0.1:{free_port()}", uuid.uuid4().hex, {}
-    else:
-        # Static rendezvous, as torchrun does with --node-rank: node_rank 0 hosts the store and
-        # global rank 0, so the run directory on node 0 gets the metrics and the summary.
-        backend, endpoint, run_id = "static", d["rdzv_endpoint"], f"sparsetrain-{d['rdzv_endpoint']}"
-        rdzv_configs = {"rank": d["node_rank"]}
+    else:  # node_rank 0 hosts the store and global rank 0, so its run directory gets the metrics
+        backend, endpoint, run_id = "sparsetrain-static", d.rdzv_endpoint, f"sparsetrain-{d.rdzv_endpoint}"
+        rdzv_configs = {"rank": d.node_rank, "timeout": int(d.timeout_s), "join_timeout": d.join_timeout_s}
     config = LaunchConfig(
-        min_nodes=d["nnodes"],
-        max_nodes=d["nnodes"],
-        nproc_per_node=d["nproc"],
-        run_id=run_id,
-        rdzv_backend=backend,
-        rdzv_endpoint=endpoint,
-        rdzv_configs=rdzv_configs,
-        max_restarts=d["max_restarts"],
-        start_method="spawn",
+        min_nodes=d.nnodes, max_nodes=d.nnodes, nproc_per_node=d.nproc, run_id=run_id, rdzv_backend=backend,
+        rdzv_endpoint=endpoint, rdzv_configs=rdzv_configs, max_restarts=d.max_restarts, start_method="spawn",
         monitor_interval=0.1,
     )
-    results = elastic_launch(config, run_worker)(job, run_dir)
+    _quiet_elastic_logs()
+    with tempfile.TemporaryDirectory(prefix="sparsetrain-failures-") as records:
+        os.environ[failures.FAILURES_ENV] = records
+        try:
+            results = elastic_launch(config, entrypoint)(job, run_dir)
+        except ChildFailedError as error:
+            signals = {
+                rank: failure.signal_name() for rank, failure in error.failures.items() if failure.exitcode < 0
+            }
+            first = d.node_rank * d.nproc
+            raise JobFailed(failures.root_cause(records, range(first, first + d.nproc), signals)) from None
+        finally:
+            os.environ.pop(failures.FAILURES_ENV, None)
     return next((r for r in results.values() if r is not None), None)

@@ -1,8 +1,9 @@
-"""Run outputs: metrics.jsonl, TensorBoard event files and summary.json, written by rank 0 only.
+"""Metric logging: metrics.jsonl and TensorBoard event files, written by rank 0 only.
 
 Other ranks get a :class:`NullLogger`, so the loop has no ``if rank == 0``. Metric keys are the
 TensorBoard tags and the JSON keys alike (``train/loss``, ``comm/bytes_sent``, ...). Every line of
 metrics.jsonl is flushed as it is written, so an interrupted run keeps what it measured.
+summary.json has its own module and writer (:mod:`sparsetrain.summary`).
 """
 
 from __future__ import annotations
@@ -13,13 +14,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MetricsLogger", "NullLogger", "write_json_atomic", "read_metrics", "SUMMARY", "METRICS"]
+__all__ = ["MetricsLogger", "NullLogger", "write_json_atomic", "read_metrics", "finite_or_none", "METRICS"]
 
 METRICS = "metrics.jsonl"
-SUMMARY = "summary.json"
 
 
-def _finite_or_none(value: float) -> float | None:
+def finite_or_none(value: float) -> float | None:
     """JSON has no NaN/Infinity: non-finite values are written as null."""
     return value if math.isfinite(value) else None
 
@@ -39,35 +39,37 @@ def read_metrics(run_dir: Path | str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-HPARAMS = ("task", "data", "compressor", "ratio", "mu", "workers", "seed", "lr")
-"""Hyper-parameters recorded for TensorBoard's HParams tab (those present in the summary)."""
-
-
 class NullLogger:
     """What every rank but 0 logs with: nothing."""
+
+    last: dict[str, float] = {}
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         pass
 
-    def close(self, summary: dict[str, Any]) -> None:
+    def close(self) -> None:
         pass
 
 
 class MetricsLogger(NullLogger):
     """Appends one JSON object per logged step and mirrors every value to TensorBoard."""
 
-    def __init__(self, run_dir: Path | str, tensorboard: bool = True, resume_step: int = 0) -> None:
-        """``resume_step > 0``: continue a run from its checkpoint at that step. Records after it
-        (logged before a crash, about to be logged again) are dropped from metrics.jsonl and purged
-        from TensorBoard, so no step appears twice."""
+    def __init__(
+        self, run_dir: Path | str, hparams: dict[str, Any], tensorboard: bool = True, resume_step: int = 0
+    ) -> None:
+        """``hparams``: the run's hyper-parameters, for TensorBoard's HParams tab. ``resume_step >
+        0``: continue a run from its checkpoint at that step. Records after it (logged before a
+        crash, about to be logged again) are dropped from metrics.jsonl and purged from
+        TensorBoard, so no step appears twice."""
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        path = self.run_dir / METRICS
+        self.path = self.run_dir / METRICS
+        self.hparams = {k: v for k, v in hparams.items() if isinstance(v, (int, float, str, bool))}
         kept = [r for r in read_metrics(self.run_dir) if r["step"] <= resume_step] if resume_step else []
-        tmp = path.with_name(path.name + ".tmp")
+        tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_text("".join(json.dumps(record) + "\n" for record in kept))
-        os.replace(tmp, path)
-        self._jsonl = open(path, "a", buffering=1)
+        os.replace(tmp, self.path)
+        self._jsonl = open(self.path, "a", buffering=1)
         self.last = {k: v for k, v in kept[-1].items() if k != "step" and v is not None} if kept else {}
         self._writer = None
         if tensorboard:
@@ -77,25 +79,25 @@ class MetricsLogger(NullLogger):
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         self.last = dict(metrics)
-        record = {"step": step, **{k: _finite_or_none(v) for k, v in metrics.items()}}
-        self._jsonl.write(json.dumps(record) + "\n")
+        record = {"step": step, **{k: finite_or_none(v) for k, v in metrics.items()}}
+        try:
+            self._jsonl.write(json.dumps(record) + "\n")
+        except OSError as error:  # a full disk: name the file
+            raise OSError(f"writing {self.path} failed: {error.strerror or error}") from None
         if self._writer is not None:
             for key, value in metrics.items():
                 if math.isfinite(value):
                     self._writer.add_scalar(key, value, step)
 
-    def close(self, summary: dict[str, Any]) -> None:
-        """Flush everything and write summary.json: ``summary`` plus the final value of every metric
-        (top-level keys, named as in metrics.jsonl). TensorBoard also gets the run's
-        hyper-parameters against its metrics, for the HParams tab."""
+    def close(self) -> None:
+        """Flush and close both outputs; TensorBoard also gets the run's hyper-parameters
+        against its metrics, for the HParams tab."""
         self._jsonl.close()
         if self._writer is not None:
-            self._write_hparams(summary)
+            self._write_hparams()
             self._writer.close()
-        final = {k: _finite_or_none(v) for k, v in self.last.items()}
-        write_json_atomic(self.run_dir / SUMMARY, {**summary, **final})
 
-    def _write_hparams(self, summary: dict[str, Any]) -> None:
+    def _write_hparams(self) -> None:
         """Write the HParams plugin's summaries into this run's own event file.
 
         ``SummaryWriter.add_hparams`` would open a new sub-run per call; writing the three plugin
@@ -104,7 +106,6 @@ class MetricsLogger(NullLogger):
         """
         from torch.utils.tensorboard.summary import hparams
 
-        values = {k: summary[k] for k in HPARAMS if isinstance(summary.get(k), (int, float, str, bool))}
         metrics = {k: v for k, v in self.last.items() if math.isfinite(v)}
-        for part in hparams(values, metrics):
+        for part in hparams(self.hparams, metrics):
             self._writer.file_writer.add_summary(part)

@@ -19,10 +19,11 @@ __all__ = ["FlatSGD"]
 
 
 class FlatSGD:
+    """SGD over ``params`` (one flat buffer); :meth:`step` takes the gradient to apply."""
+
     def __init__(
         self,
         params: torch.Tensor,
-        grad: torch.Tensor,
         lr: float,
         momentum: float = 0.0,
         weight_decay: float = 0.0,
@@ -32,7 +33,6 @@ class FlatSGD:
         if nesterov and momentum <= 0:
             raise ValueError("nesterov momentum needs momentum > 0")
         self.params = params
-        self.grad = grad
         self.lr = lr
         self.momentum = momentum
         self.weight_decay = weight_decay
@@ -41,9 +41,9 @@ class FlatSGD:
         self.momentum_buffer: torch.Tensor | None = None
 
     @torch.no_grad()
-    def step(self) -> None:
-        """Update ``params`` in place from ``grad`` (which is modified: it holds the final direction)."""
-        grad = self.grad
+    def step(self, grad: torch.Tensor) -> None:
+        """Update ``params`` in place from ``grad``, which is overwritten: it ends holding the
+        direction that was applied (weight decay and nesterov added into it, without a copy)."""
         if self.weight_decay:
             decayed = slice(0, self.decay_size)
             grad[decayed].add_(self.params[decayed], alpha=self.weight_decay)

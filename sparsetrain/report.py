@@ -26,7 +26,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from sparsetrain.metrics import SUMMARY, read_metrics
+from sparsetrain.metrics import read_metrics
+from sparsetrain.summary import SUMMARY
 
 __all__ = ["find_runs", "main_metric", "write_report", "main"]
 

@@ -1,4 +1,6 @@
-"""Learning-rate schedules: linear warm-up, then constant, cosine or step decay.
+"""The run's length and its learning-rate schedule: linear warm-up, then constant, cosine or step decay.
+
+:func:`total_steps` turns ``train.epochs`` and ``train.steps`` into the number of steps.
 
 ``lr(step)`` for step 1..total, the step whose update it scales. Warm-up (Goyal et al. 2017,
 "Accurate, Large Minibatch SGD", Sec. 2.2, gradual warm-up) rises linearly to the base rate over
@@ -16,9 +18,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-__all__ = ["LRSchedule", "SCHEDULES"]
+__all__ = ["LRSchedule", "SCHEDULES", "total_steps"]
 
 SCHEDULES = ("constant", "cosine", "step")
+
+
+def total_steps(epochs: float | None, steps: int | None, steps_per_epoch: int) -> int:
+    """The run's length: ``train.epochs`` passes over the data, capped at ``train.steps`` when set
+    (either alone also works)."""
+    lengths = [n for n in (round(epochs * steps_per_epoch) if epochs else None, steps) if n]
+    if not lengths:
+        raise ValueError("set train.epochs or train.steps")
+    return max(1, min(lengths))
 
 
 @dataclass(frozen=True)

@@ -1,169 +1,279 @@
-"""Check a composed config and resolve its ``auto`` values before any worker starts.
+"""Check a composed job against the schema and resolve its ``auto`` values, before any worker starts.
 
-Every problem is a :class:`ConfigError` whose message names the key, the bad value and what is
-allowed, printed by the CLI as one line with exit code 2.
+What Hydra's structured config (:mod:`sparsetrain.config`) does not check is checked here, each
+problem a :class:`~sparsetrain.errors.ConfigError` naming the key:
+
+* keys the schema does not know, added with ``+key=`` (the closest known key is suggested);
+* strict types: OmegaConf reads ``2`` as ``true`` and ``"3"`` as an integer; a value given on
+  the command line must already be of the key's type (booleans booleans, integers integers);
+* ranges and choices, from each field's metadata;
+* rules that span keys (nesterov needs momentum, a kill needs a step, workers per process, ...);
+* the component's own rules: ``Task.check`` and ``Compressor.check``, which own their keys.
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
+import difflib
+import typing
 from typing import Any
 
 import torch
+from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from sparsetrain.components import component_class
+from sparsetrain import components
 from sparsetrain.compressors.base import Compressor
-from sparsetrain.schedule import SCHEDULES
+from sparsetrain.config import JobConfig
+from sparsetrain.errors import ConfigError, check_number, require
 from sparsetrain.tasks.base import Task
 
-__all__ = ["ConfigError", "check_number", "resolve_job"]
+__all__ = ["SCHEMA_TYPES", "check_job", "check_value", "closest", "describe_type", "known_keys"]
+
+GROUP_BASES = {"task": Task, "compressor": Compressor}
 
 
-class ConfigError(ValueError):
-    """A configuration value that cannot run; the message is meant for the user as it is."""
+def closest(key: str, known: list[str]) -> str:
+    """`` (did you mean x?)`` for the known key nearest to ``key``, or ``""``."""
+    match = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+    return f" (did you mean {match[0]}?)" if match else ""
 
 
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise ConfigError(message)
+def describe_type(hint: Any) -> str:
+    """What a value of type ``hint`` is, for messages: 'true or false', 'an integer', ..."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if type(None) in args:
+        inner = [a for a in args if a is not type(None)]
+        return f"null or {describe_type(inner[0])}" if len(inner) == 1 else "a value of the key's type"
+    if origin in (list, tuple, typing.List):
+        return f"a list of {describe_type(args[0]).removeprefix('a ').removeprefix('an ')}s" if args else "a list"
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    return names.get(hint, "a value of the key's type")
 
 
-def check_number(
-    config: dict[str, Any],
-    dotted: str,
-    low: float,
-    high: float = math.inf,
-    *,
-    low_open: bool = False,
-    integer: bool = False,
-    nullable: bool = False,
-) -> None:
-    """Raise a :class:`ConfigError` naming ``dotted`` unless ``config[dotted]`` (a path of keys,
-    ``"train.lr"``) is a number in [low, high] ((low, high] if ``low_open``), an integer if
-    ``integer``, or absent/null if ``nullable``. Booleans are not numbers here."""
-    node: Any = config
-    for part in dotted.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    if nullable and node is None:
-        return
-    ok = isinstance(node, int if integer else (int, float)) and not isinstance(node, bool)
-    ok = ok and (node > low if low_open else node >= low) and node <= high
-    bound = f"> {low}" if low_open else f">= {low}"
-    allowed = ("null or " if nullable else "") + ("an integer " if integer else "a number ") + bound
-    allowed += f" and <= {high}" if high != math.inf else ""
-    _require(ok, f"{dotted}={node!r} is not allowed: use {allowed}")
+def check_value(key: str, value: Any, hint: Any) -> None:
+    """Raise a ConfigError unless ``value`` is strictly of type ``hint`` (no bool for a number, no
+    number for a bool, no float for an integer)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if type(None) in args:
+        inner = [a for a in args if a is not type(None)]
+        if value is None:
+            return
+        if len(inner) == 1:
+            hint, origin, args = inner[0], typing.get_origin(inner[0]), typing.get_args(inner[0])
+    if origin in (list, tuple, typing.List):
+        ok = isinstance(value, (list, tuple)) and (
+            not args or all(_is_instance(v, args[0]) for v in value)
+        )
+    else:
+        ok = _is_instance(value, hint)
+    require(ok, f"{key}={value!r} is not allowed: use {describe_type(hint)}")
 
 
-def _component(job: dict[str, Any], group: str, base: type) -> None:
+def _is_instance(value: Any, hint: Any) -> bool:
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    return True
+
+
+def _component(job: dict[str, Any], group: str) -> tuple[type, dict[str, Any]]:
+    """The class of ``job[group]`` and its options with the class's defaults filled in; unknown
+    and ill-typed options are refused."""
     entry = job[group]
-    _require(isinstance(entry, dict) and "_target_" in entry, f"{group} needs a _target_ class path")
+    require(isinstance(entry, dict) and "_target_" in entry, f"{group} needs a _target_ class path")
+    base = GROUP_BASES[group]
     try:
-        cls = component_class(entry)
+        cls = components.component_class(entry["_target_"])
     except Exception as error:  # hydra wraps import errors in several types
         raise ConfigError(
-            f"{group}._target_={entry['_target_']!r} cannot be imported ({error.__class__.__name__}): "
-            f"check the module is on PYTHONPATH"
+            f"{group}._target_={entry['_target_']!r} cannot be imported ({type(error).__name__}): "
+            f"check the module is on PYTHONPATH, or use one of {', '.join(components.BUILTIN[group])}"
         ) from None
-    _require(
+    require(
         isinstance(cls, type) and issubclass(cls, base),
         f"{group}._target_={entry['_target_']!r} is not a subclass of {base.__module__}.{base.__name__}",
     )
+    accepted = components.options(cls)
+    label = components.label(group, entry["_target_"])
+    for key, value in entry.items():
+        if key == "_target_":
+            continue
+        suggestion = closest(f"{group}.{key}", [f"{group}.{k}" for k in accepted])
+        require(
+            key in accepted,
+            f"{group}.{key} is not a key of {group}={label}{suggestion}: "
+            f"{label} takes {', '.join(accepted) or 'no options'}",
+        )
+        check_value(f"{group}.{key}", value, accepted[key].annotation)
+    missing = [k for k, p in accepted.items() if p.default is p.empty and k not in entry]
+    require(not missing, f"{group}={label} needs {', '.join(f'{group}.{k}' for k in missing)}")
+    return cls, {**{k: p.default for k, p in accepted.items() if p.default is not p.empty}, **entry}
 
 
-def resolve_job(job: dict[str, Any], *, visible_gpus: int | None = None) -> dict[str, Any]:
-    """Validate ``job`` (the resolved config as plain data) and fill in its ``auto`` dist values."""
-    gpus = torch.cuda.device_count() if visible_gpus is None else visible_gpus
-    check_number(job, "ratio", 0, 1, low_open=True)
-    _require(isinstance(job["seed"], int), f"seed={job['seed']!r} is not allowed: use an integer")
-    train = job["train"]
-    _require(
-        train.get("epochs") is not None or train.get("steps") is not None,
+def _schema_types(cls: type, prefix: str = "") -> dict[str, Any]:
+    """Dotted key -> type hint for every leaf field of a schema dataclass."""
+    hints = typing.get_type_hints(cls)
+    found: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            found.update(_schema_types(hint, f"{prefix}{f.name}."))
+        else:
+            found[f"{prefix}{f.name}"] = hint
+    return found
+
+
+SCHEMA_TYPES = _schema_types(JobConfig)
+
+
+def known_keys(job: dict[str, Any]) -> list[str]:
+    """Every key this job may set: the schema's, and its task's and compressor's options."""
+    keys = [k for k in SCHEMA_TYPES if k not in GROUP_BASES]
+    for group in GROUP_BASES:
+        try:
+            cls = components.component_class(job[group]["_target_"])
+            keys += [f"{group}.{k}" for k in ("_target_", *components.options(cls))]
+        except Exception:
+            keys.append(f"{group}._target_")
+    return keys
+
+
+def _unknown_keys(job: dict[str, Any], known: list[str], prefix: str = "") -> None:
+    for key, value in job.items():
+        dotted = f"{prefix}{key}"
+        if dotted in GROUP_BASES:
+            continue
+        if isinstance(value, dict) and dotted not in SCHEMA_TYPES:
+            _unknown_keys(value, known, dotted + ".")
+        else:
+            require(dotted in SCHEMA_TYPES, f"{dotted} is not a key of sparsetrain's config{closest(dotted, known)}")
+
+
+def _ranges(cls: type, values: dict[str, Any], prefix: str = "") -> None:
+    """Ranges and choices from the schema fields' metadata."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key, value = f"{prefix}{f.name}", values.get(f.name)
+        if dataclasses.is_dataclass(hints[f.name]):
+            _ranges(hints[f.name], value or {}, key + ".")
+        elif "choices" in f.metadata:
+            require(value in f.metadata["choices"],
+                    f"{key}={value!r} is not allowed: use one of {', '.join(f.metadata['choices'])}")
+        elif "low" in f.metadata:
+            nullable = type(None) in typing.get_args(hints[f.name])
+            integer = int in (hints[f.name], *typing.get_args(hints[f.name]))
+            check_number(key, value, f.metadata["low"], f.metadata["high"], low_open=f.metadata["low_open"],
+                         integer=integer, nullable=nullable)
+
+
+def _raw_overrides(overrides: list[str], job: dict[str, Any]) -> None:
+    """Command-line values must already have their key's type (OmegaConf would convert them)."""
+    component_types = {}
+    for group in GROUP_BASES:
+        try:
+            cls = components.component_class(job[group]["_target_"])
+        except Exception:
+            continue
+        component_types.update({f"{group}.{k}": p.annotation for k, p in components.options(cls).items()})
+    for override in OverridesParser.create().parse_overrides(overrides):
+        key = override.key_or_group
+        hint = SCHEMA_TYPES.get(key, component_types.get(key))
+        if override.is_delete() or hint is None or override.is_sweep_override():
+            continue
+        check_value(key, override.value(), hint)
+
+
+def check_job(job: dict[str, Any], overrides: list[str] = (), *, visible_gpus: int | None = None) -> JobConfig:
+    """Check ``job`` (the composed config as plain data, with the command line's ``overrides``),
+    fill in its ``auto`` dist values and return it as a :class:`~sparsetrain.config.JobConfig`."""
+    _unknown_keys(job, known_keys(job))
+    task_cls, task_options = _component(job, "task")
+    compressor_cls, compressor_options = _component(job, "compressor")
+    _raw_overrides(list(overrides), job)
+    for key, hint in SCHEMA_TYPES.items():
+        if key not in GROUP_BASES:
+            section, _, name = key.rpartition(".")
+            node = job.get(section, {}) if section else job
+            if name in node:
+                check_value(key, node[name], hint)
+    _ranges(JobConfig, job)
+    train, dist = job["train"], job["dist"]
+    require(
+        train["epochs"] is not None or train["steps"] is not None,
         "train.epochs and train.steps are both null: set train.epochs=<passes over the data> or train.steps=<n>",
     )
-    check_number(job, "train.epochs", 0, low_open=True, nullable=True)
-    check_number(job, "train.steps", 1, integer=True, nullable=True)
-    check_number(job, "train.lr", 0)
-    check_number(job, "train.momentum", 0, 1)
-    _require(
-        not train.get("nesterov") or train["momentum"] > 0,
+    require(
+        not train["nesterov"] or train["momentum"] > 0,
         "train.nesterov=true needs train.momentum > 0: set train.momentum (e.g. 0.9) or train.nesterov=false",
     )
-    check_number(job, "train.weight_decay", 0)
-    _require(
-        train.get("lr_schedule", "constant") in SCHEDULES,
-        f"train.lr_schedule={train.get('lr_schedule')!r} is not allowed: use one of {', '.join(SCHEDULES)}",
+    require(
+        all(0 < m < 1 for m in train["milestones"]),
+        f"train.milestones={train['milestones']!r} is not allowed: use a list of fractions of the run between 0 and 1",
     )
-    if "warmup_epochs" in train:
-        check_number(job, "train.warmup_epochs", 0)
-    if "gamma" in train:
-        check_number(job, "train.gamma", 0, 1, low_open=True)
-    milestones = train.get("milestones", [])
-    _require(
-        isinstance(milestones, list) and all(isinstance(m, (int, float)) and 0 < m < 1 for m in milestones),
-        f"train.milestones={milestones!r} is not allowed: use a list of fractions of the run between 0 and 1",
+    _resolve_dist(dist, torch.cuda.device_count() if visible_gpus is None else visible_gpus)
+    processes = dist["nproc"] * dist["nnodes"]
+    fault = job["fault"]
+    require(
+        fault["kill_rank"] is None or (fault["kill_rank"] < processes and fault["at_step"] is not None),
+        f"fault.kill_rank={fault['kill_rank']!r} is not allowed: use a rank below {processes}, with fault.at_step",
     )
-    check_number(job, "log.every", 1)
-    check_number(job, "log.eval_every", 1, nullable=True)
-    check_number(job, "train.reject_factor", 1, nullable=True)
-    _require(
-        job["train"].get("nonfinite", "error") in ("error", "skip"),
-        f"train.nonfinite={job['train'].get('nonfinite')!r} is not allowed: use error or skip",
-    )
-    check_number(job, "ckpt.every", 0)
-    _component(job, "task", Task)
-    _component(job, "compressor", Compressor)
-    if "mu" in job["compressor"]:
-        check_number(job, "compressor.mu", 0, low_open=True)
+    task_cls.check({k: v for k, v in task_options.items() if k != "_target_"}, num_workers=dist["workers"])
+    compressor_cls.check({k: v for k, v in compressor_options.items() if k != "_target_"})
+    return _build(JobConfig, {**job, "task": task_options, "compressor": compressor_options})
 
-    d = job["dist"]
-    _require(d["device"] in ("auto", "cpu", "cuda"), f"dist.device={d['device']!r} is not allowed: use auto, cpu or cuda")
+
+def _resolve_dist(d: dict[str, Any], gpus: int) -> None:
+    """Fill in dist.device, dist.backend, dist.nproc and dist.workers where they are auto/null."""
     if d["device"] == "auto":
         d["device"] = "cuda" if gpus > 0 else "cpu"
-    _require(
-        d["device"] == "cpu" or gpus > 0,
-        "dist.device=cuda but no GPU is visible: use dist.device=cpu (or auto)",
-    )
-    _require(d["backend"] in ("auto", "gloo", "nccl"), f"dist.backend={d['backend']!r} is not allowed: use auto, gloo or nccl")
+    require(d["device"] == "cpu" or gpus > 0, "dist.device=cuda but no GPU is visible: use dist.device=cpu (or auto)")
     if d["backend"] == "auto":
         d["backend"] = "nccl" if d["device"] == "cuda" else "gloo"
-    _require(
+    require(
         not (d["backend"] == "nccl" and d["device"] == "cpu"),
         "dist.backend=nccl needs dist.device=cuda: use dist.backend=gloo for CPU workers",
     )
     if d["nproc"] == "auto":
         d["nproc"] = gpus if d["device"] == "cuda" else 2
-    check_number(job, "dist.nproc", 1)
-    _require(isinstance(d["nproc"], int), f"dist.nproc={d['nproc']!r} is not allowed: use auto or an integer >= 1")
-    _require(
+    require(
+        isinstance(d["nproc"], int) and not isinstance(d["nproc"], bool) and d["nproc"] >= 1,
+        f"dist.nproc={d['nproc']!r} is not allowed: use auto or an integer >= 1",
+    )
+    require(
         d["device"] == "cpu" or d["nproc"] <= gpus,
         f"dist.nproc={d['nproc']} asks for more GPUs than the {gpus} visible: use dist.nproc<={gpus} or auto",
     )
-    check_number(job, "dist.nnodes", 1)
-    _require(
-        isinstance(d["node_rank"], int) and 0 <= d["node_rank"] < d["nnodes"],
+    require(
+        d["node_rank"] < d["nnodes"],
         f"dist.node_rank={d['node_rank']!r} is not allowed: use 0 .. dist.nnodes-1 ({d['nnodes'] - 1})",
     )
-    _require(
-        d["nnodes"] == 1 or bool(d["rdzv_endpoint"]),
-        "dist.nnodes>1 needs dist.rdzv_endpoint=<node 0 host>:<port>",
-    )
-    check_number(job, "dist.max_restarts", 0)
-    fault = job.get("fault") or {}
-    for key in ("at_step", "nonfinite_at_step"):
-        check_number(job, f"fault.{key}", 1, nullable=True)
-    if fault.get("kill_rank") is not None:
-        _require(
-            isinstance(fault["kill_rank"], int) and 0 <= fault["kill_rank"] < d["nproc"] * d["nnodes"]
-            and fault.get("at_step") is not None,
-            f"fault.kill_rank={fault['kill_rank']!r} is not allowed: use a rank below "
-            f"{d['nproc'] * d['nnodes']}, with fault.at_step",
+    require(d["nnodes"] == 1 or bool(d["rdzv_endpoint"]), "dist.nnodes>1 needs dist.rdzv_endpoint=<node 0 host>:<port>")
+    if d["rdzv_endpoint"]:
+        host, _, port = d["rdzv_endpoint"].rpartition(":")
+        require(
+            bool(host) and port.isdigit() and 0 < int(port) < 65536,
+            f"dist.rdzv_endpoint={d['rdzv_endpoint']!r} is not allowed: use <host>:<port>, e.g. node0:29500",
         )
     processes = d["nproc"] * d["nnodes"]
     if d["workers"] is None:
         d["workers"] = processes
-    _require(
-        isinstance(d["workers"], int) and d["workers"] >= processes and d["workers"] % processes == 0,
+    require(
+        d["workers"] >= processes and d["workers"] % processes == 0,
         f"dist.workers={d['workers']!r} is not allowed: use a multiple of the {processes} processes "
         f"(dist.nproc * dist.nnodes), or change dist.nproc",
     )
-    return job
+
+
+def _build(cls: type, data: dict[str, Any]) -> Any:
+    """The schema dataclass ``cls`` holding ``data`` (already checked), nested sections included."""
+    hints = typing.get_type_hints(cls)
+    return cls(**{
+        f.name: _build(hints[f.name], data[f.name]) if dataclasses.is_dataclass(hints[f.name]) else data[f.name]
+        for f in dataclasses.fields(cls) if f.name in data
+    })
+

@@ -1,15 +1,14 @@
-"""What each rank runs: join the process group, train, and (rank 0) write the run's summary.
+"""What each rank runs: join the process group, train, and hand rank 0's outcome to the launcher.
 
-Entered either from the elastic launcher that ``sparsetrain`` starts (:mod:`sparsetrain.launch`)
-or directly when the process already is a torchrun worker. The job arrives as the resolved config
-in plain data; workers never compose Hydra configs.
+Entered from the elastic launcher that ``sparsetrain`` starts (:func:`sparsetrain.launch.launch`)
+or in place when the process already is a torchrun worker. The job arrives as the checked
+:class:`~sparsetrain.config.JobConfig`; workers never compose Hydra configs. A failure is recorded
+for the launcher (:mod:`sparsetrain.failures`) before it propagates.
 """
 
 from __future__ import annotations
 
-import os
 import time
-import traceback
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,39 +16,16 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from sparsetrain.components import component_class
+from sparsetrain import failures
+from sparsetrain.config import JobConfig
+from sparsetrain.launch import TorchrunEnv
 from sparsetrain.layout import WorkerLayout
-from sparsetrain.metrics import SUMMARY, read_metrics, write_json_atomic
-from sparsetrain.trainer import Trainer
+from sparsetrain.train.loop import Trainer
 
-__all__ = ["run_worker", "run_summary"]
-
-
-def run_summary(job: dict[str, Any]) -> dict[str, Any]:
-    """The resolved config's main choices, recorded in summary.json."""
-    d = job["dist"]
-    return {
-        "task": job["task"].get("name", job["task"]["_target_"]),
-        "data": component_class(job["task"]).describe_data(job["task"]),
-        "compressor": job["compressor"].get("name", job["compressor"]["_target_"]),
-        "compressor_target": job["compressor"]["_target_"],
-        "ratio": job["ratio"],
-        "seed": job["seed"],
-        "workers": d["workers"],
-        "processes": d["nproc"] * d["nnodes"],
-        "device": d["device"],
-        "backend": d["backend"],
-        "epochs": job["train"].get("epochs"),
-        "steps": job["train"].get("steps"),
-        "lr": job["train"]["lr"],
-        "momentum": job["train"]["momentum"],
-        "weight_decay": job["train"]["weight_decay"],
-        "reject_factor": job["train"].get("reject_factor"),
-        **({"mu": job["compressor"]["mu"]} if "mu" in job["compressor"] else {}),
-    }
+__all__ = ["run_worker"]
 
 
-def _attempt_store(rank: int, world_size: int, timeout: timedelta) -> dist.Store:
+def _attempt_store(env: TorchrunEnv, timeout: timedelta) -> dist.Store:
     """The rendezvous store for this attempt, under a prefix of its own.
 
     After an elastic restart the agent's store still holds the previous attempt's keys; gloo then
@@ -57,65 +33,42 @@ def _attempt_store(rank: int, world_size: int, timeout: timedelta) -> dist.Store
     with c10d rendezvous, torch 2.14). Prefixing the keys with the restart count keeps the attempts
     apart.
     """
-    agent_hosts_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
     base = dist.TCPStore(
-        os.environ.get("MASTER_ADDR", "127.0.0.1"),
-        int(os.environ["MASTER_PORT"]),
-        world_size,
-        is_master=rank == 0 and not agent_hosts_store,
-        timeout=timeout,
-        multi_tenant=True,
+        env.master_addr, env.master_port, env.world_size, is_master=env.rank == 0 and not env.agent_store,
+        timeout=timeout, multi_tenant=True,
     )
-    return dist.PrefixStore(f"sparsetrain/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", base)
+    return dist.PrefixStore(f"sparsetrain/attempt_{env.restart_count}", base)
 
 
-def run_worker(job: dict[str, Any], run_dir: str) -> dict[str, Any] | None:
-    """Train this rank's share of the job; rank 0 returns the summary, the others None."""
+def run_worker(job: JobConfig, run_dir: str) -> dict[str, Any] | None:
+    """Train this rank's share of the job; rank 0 returns the run's outcome (k, d, steps, wall
+    time and the final metrics), the other ranks None."""
     started = time.perf_counter()
-    rank = int(os.environ.get("RANK", 0))
-    world_size = int(os.environ.get("WORLD_SIZE", 1))
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    d = job["dist"]
-    if d["device"] == "cuda":
-        device = torch.device("cuda", local_rank)
+    env = TorchrunEnv.read()
+    if job.dist.device == "cuda":
+        device = torch.device("cuda", env.local_rank)
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
-    torch.manual_seed(job["seed"])
-    timeout = timedelta(seconds=d.get("timeout_s", 600))
+    torch.manual_seed(job.seed)
+    timeout = timedelta(seconds=job.dist.timeout_s)
     dist.init_process_group(
-        backend=d["backend"],
-        store=_attempt_store(rank, world_size, timeout),
-        rank=rank,
-        world_size=world_size,
-        timeout=timeout,
-        device_id=device if device.type == "cuda" else None,
+        backend=job.dist.backend, store=_attempt_store(env, timeout), rank=env.rank, world_size=env.world_size,
+        timeout=timeout, device_id=device if device.type == "cuda" else None,
     )
-    layout = WorkerLayout.create(rank, world_size, d["workers"])
-    summary = run_summary(job)
     try:
-        trainer = Trainer(job, run_dir, layout, device)
-        trainer.run()
+        layout = WorkerLayout.create(env.rank, env.world_size, job.dist.workers)
+        trainer = Trainer(job, Path(run_dir), layout, device, local_world_size=env.local_world_size)
+        metrics = trainer.run()
         dist.barrier()
-        summary.update(
-            status="completed",
-            k=trainer.k,
-            dim=trainer.task.dim,
-            steps=trainer.steps,
-            steps_per_epoch=trainer.steps_per_epoch,
-            wall_s=time.perf_counter() - started,
-        )
-        trainer.close(summary)
     except BaseException as error:
-        if rank == 0:
-            records = read_metrics(run_dir)  # what was measured before the failure stays visible
-            summary.update({k: v for k, v in (records[-1] if records else {}).items() if k != "step"})
-            summary.update(status="failed", error=f"{type(error).__name__}: {error}")
-            summary["traceback"] = traceback.format_exc()
-            write_json_atomic(Path(run_dir) / SUMMARY, summary)
+        failures.record(error, env.rank)
         raise
     finally:
         dist.destroy_process_group()
-    if rank == 0:
-        return {**summary, **trainer.last_metrics}
-    return None
+    if env.rank != 0:
+        return None
+    return {
+        "k": trainer.parts.k, "dim": trainer.parts.task.dim, "steps": trainer.parts.steps,
+        "steps_per_epoch": trainer.parts.steps_per_epoch, "wall_s": time.perf_counter() - started, **metrics,
+    }

@@ -16,7 +16,7 @@ def _run(monkeypatch, stream, enabled=True):
     progress = Progress(total=20, done=0, steps_per_epoch=10, enabled=enabled)
     active = progress.active
     for step in range(1, 13):
-        progress.update(step, 2.5 / step, {"eval/accuracy": 61.25} if step == 10 else {})
+        progress.update(step, {"train/loss": 2.5 / step, **({"eval/accuracy": 61.25} if step == 10 else {})})
     progress.close()
     return active, stream.getvalue()
 

@@ -4,8 +4,7 @@ import math
 
 import pytest
 
-from sparsetrain.schedule import LRSchedule
-from sparsetrain.trainer import total_steps
+from sparsetrain.schedule import LRSchedule, total_steps
 
 
 def test_warmup_rises_linearly_to_the_base_rate():

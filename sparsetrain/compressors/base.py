@@ -54,7 +54,9 @@ class Compressor:
     """One logical worker's compressor.
 
     Constructed by the trainer as ``cls(dim=..., ratio=..., worker=..., num_workers=..., seed=...,
-    device=..., **config)``, once per logical worker, so every worker has its own state.
+    device=..., **options)``, once per logical worker, so every worker has its own state. The
+    options are the other keyword parameters of ``__init__``: a compressor owns its config keys
+    (:mod:`sparsetrain.components`), and checks them in :meth:`check`.
 
     Class attributes tell the exchange how to move the payloads:
       * ``dense``: the payload is the whole gradient (all-reduce) instead of (values, indices).
@@ -64,6 +66,8 @@ class Compressor:
 
     dense: ClassVar[bool] = False
     fixed_count: ClassVar[bool] = True
+    runtime_arguments: ClassVar[tuple[str, ...]] = ("dim", "ratio", "worker", "num_workers", "seed", "device")
+    """Constructor arguments the trainer supplies; every other keyword parameter is a config key."""
 
     def __init__(
         self,
@@ -84,6 +88,18 @@ class Compressor:
         self.num_workers = num_workers
         self.seed = seed
         self.device = torch.device(device)
+
+    @classmethod
+    def check(cls, options: dict[str, Any]) -> None:
+        """Raise a :class:`~sparsetrain.errors.ConfigError` naming ``compressor.<key>`` for an
+        option this compressor cannot run with. ``options`` are its keyword options (defaults
+        filled in). The CLI calls it before any worker starts; constructors call it too."""
+
+    @classmethod
+    def hparams(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """The options recorded in summary.json and TensorBoard's HParams tab beside the
+        compressor's name (none by default)."""
+        return {}
 
     def compress(self, grad: torch.Tensor, step: int) -> Payload:
         """Return what this worker sends for its flat local gradient ``grad`` (d float32)."""

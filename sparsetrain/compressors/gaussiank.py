@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from statistics import NormalDist
+from typing import Any
 
 import torch
 
@@ -38,6 +39,7 @@ from sparsetrain.compressors import kernels
 from sparsetrain.compressors.base import ScanningCompressor
 from sparsetrain.compressors.kernels import Scan
 from sparsetrain.compressors.selection import topk_magnitude_indices
+from sparsetrain.errors import check_number
 
 __all__ = ["GaussianK"]
 
@@ -52,11 +54,18 @@ class GaussianK(ScanningCompressor):
     scan_moments = True
 
     def __init__(self, dim: int, ratio: float, refine: bool = True, max_evaluations: int = 3, **kwargs) -> None:
+        """``refine``: send exactly k when the loop ends outside [2k/3, 4k/3] (a deviation; false is
+        the paper's plain loop); ``max_evaluations``: threshold evaluations (3 in the paper)."""
+        self.check({"refine": refine, "max_evaluations": max_evaluations})
         super().__init__(dim, ratio, **kwargs)
         self.refine = refine
         self.max_evaluations = max_evaluations
         self.z = NormalDist().inv_cdf(1 - ratio / 2)
         self.low, self.high = 2 * self.k / 3, 4 * self.k / 3
+
+    @classmethod
+    def check(cls, options: dict[str, Any]) -> None:
+        check_number("compressor.max_evaluations", options["max_evaluations"], 1, integer=True)
 
     def select_scanned(self, acc: torch.Tensor, scan: Scan, step: int) -> torch.Tensor:
         """The threshold loop, given the scan's ``sum(acc)`` and ``sum(acc**2)`` and candidates.

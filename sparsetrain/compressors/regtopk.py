@@ -29,21 +29,32 @@ import torch
 from sparsetrain.compressors.base import Payload, ScanningCompressor
 from sparsetrain.compressors.kernels import Scan
 from sparsetrain.compressors.selection import topk_magnitude_indices
+from sparsetrain.errors import check_number
 
 __all__ = ["RegTopK"]
 
 
 class RegTopK(ScanningCompressor):
     def __init__(self, dim: int, ratio: float, mu: float = 4.0, q: float = 1e8, **kwargs) -> None:
+        """``mu``: the temperature (> 0; the paper uses 4 for linear regression, 5 for ResNet-18);
+        ``q``: Delta of the entries not sent last step (> 0; 1e8 in the paper)."""
+        self.check({"mu": mu, "q": q})
         super().__init__(dim, ratio, **kwargs)
-        if mu <= 0:
-            raise ValueError(f"mu must be > 0, got {mu}")
         self.mu = float(mu)
         self.q = float(q)
         self.unsent_weight = abs(math.tanh((1 + self.q) / self.mu))
         self.prev_indices = torch.empty(0, dtype=torch.long, device=self.device)
         self.prev_sent = torch.empty(0, dtype=torch.float32, device=self.device)
         self.prev_aggregate = torch.empty(0, dtype=torch.float32, device=self.device)
+
+    @classmethod
+    def check(cls, options: dict[str, Any]) -> None:
+        check_number("compressor.mu", options["mu"], 0, low_open=True)
+        check_number("compressor.q", options["q"], 0, low_open=True)
+
+    @classmethod
+    def hparams(cls, options: dict[str, Any]) -> dict[str, Any]:
+        return {"mu": options["mu"]}
 
     def weights(self) -> torch.Tensor:
         """``|tanh((1 + Delta_j) / mu)|`` for the entries sent last step (``prev_indices``)."""

@@ -25,7 +25,7 @@ from sparsetrain.compressors import kernels
 from sparsetrain.compressors.buffers import magnitudes
 from sparsetrain.compressors.kernels import Scan
 
-__all__ = ["candidate_scan", "topk_indices", "topk_magnitude_indices", "exact_topk_indices"]
+__all__ = ["candidate_scan", "topk_magnitude_indices", "exact_topk_indices"]
 
 SAMPLE_SIZE = 1 << 15
 """Entries in the strided sample that sets the candidate threshold."""
@@ -63,12 +63,6 @@ def exact_topk_indices(scores: torch.Tensor, k: int) -> torch.Tensor:
     above = torch.nonzero(scores > kth).squeeze(1)
     ties = torch.nonzero(scores == kth).squeeze(1)[: k - above.numel()]
     return torch.cat([above, ties])
-
-
-def topk_indices(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices (int64, distinct, no particular order) of the ``k`` largest ``scores`` (1-D,
-    non-negative, NaN-free); among scores equal to the k-th largest, lower indices win."""
-    return topk_magnitude_indices(scores, k)
 
 
 def fast_path(values: torch.Tensor, k: int) -> bool:
@@ -113,7 +107,8 @@ def topk_magnitude_indices(
     scaled: tuple[torch.Tensor, torch.Tensor] | None = None,
     scan: Scan | None = None,
 ) -> torch.Tensor:
-    """:func:`topk_indices` of the scores ``|values|``, where ``scaled = (indices, factors)``
+    """Indices (int64, distinct, no particular order) of the ``k`` largest scores ``|values|``
+    (among scores equal to the k-th largest, lower indices win), where ``scaled = (indices, factors)``
     (distinct indices, factors >= 0) first multiplies ``|values[indices]|`` by ``factors``
     (RegTop-k's reweighting of last step's entries). ``scan``, a :func:`candidate_scan` of
     ``values``, saves the fast path its own pass.

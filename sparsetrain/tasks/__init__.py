@@ -1,7 +1,8 @@
 """Training tasks: the model, its data shards and the task's own metrics.
 
-A task is chosen by config (``task=linreg``) and built with ``hydra.utils.instantiate`` from its
-``_target_``; see :class:`~sparsetrain.tasks.base.Task` for the interface.
+A task is chosen by config (``task=linreg``) or by class path (``task._target_=mypkg.MyTask``)
+and built by :func:`sparsetrain.components.build` from its ``_target_`` and options; see
+:class:`~sparsetrain.tasks.base.Task` for the interface.
 """
 
 from sparsetrain.tasks.base import Task

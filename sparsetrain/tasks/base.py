@@ -14,7 +14,9 @@ __all__ = ["Task"]
 class Task:
     """A model replicated on every process and one data shard per hosted logical worker.
 
-    Constructed as ``cls(layout=..., device=..., seed=..., **config)``. The model's parameters live
+    Constructed as ``cls(layout=..., device=..., seed=..., **options)``; the options are the other
+    keyword parameters of ``__init__``, so a task owns its config keys
+    (:mod:`sparsetrain.components`) and checks them in :meth:`check`. The model's parameters live
     in one flat float32 buffer ``flat_params`` and their gradients in ``flat_grad`` (a model's
     tensors are views into both), so compressors select over the whole model at once, the exchange
     writes the averaged gradient straight where the optimizer reads it, and the optimizer
@@ -22,7 +24,8 @@ class Task:
     ``decay_size``: weight decay applies to ``flat_params[:decay_size]`` (all by default).
     """
 
-    name: str = "task"
+    runtime_arguments = ("layout", "device", "seed")
+    """Constructor arguments the trainer supplies; every other keyword parameter is a config key."""
     flat_params: torch.Tensor
     flat_grad: torch.Tensor
 
@@ -36,14 +39,19 @@ class Task:
         return self.flat_params.numel()
 
     @classmethod
-    def prepare(cls, config: dict[str, Any], num_workers: int) -> None:
-        """Check the task's own keys (for a job of ``num_workers`` logical workers) and make its
-        inputs available (a download, say), once per node in the launching process before any
-        worker starts. May normalise ``config`` in place (an absolute data path); raises
-        :class:`~sparsetrain.validation.ConfigError`."""
+    def check(cls, options: dict[str, Any], num_workers: int) -> None:
+        """Raise a :class:`~sparsetrain.errors.ConfigError` naming ``task.<key>`` for an option
+        (defaults filled in) this task cannot run with in a job of ``num_workers`` logical
+        workers. No I/O: the CLI calls it for every job of a sweep before any starts."""
 
     @classmethod
-    def describe_data(cls, config: dict[str, Any]) -> str:
+    def prepare(cls, options: dict[str, Any], num_workers: int) -> None:
+        """Make the task's inputs available (a download, say), once per node in the launching
+        process before any worker starts. May normalise ``options`` in place (an absolute data
+        path); raises :class:`~sparsetrain.errors.ConfigError`."""
+
+    @classmethod
+    def describe_data(cls, options: dict[str, Any]) -> str:
         """What the run trains on, for summary.json."""
         return "generated from the seed"
 

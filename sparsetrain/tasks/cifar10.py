@@ -1,17 +1,10 @@
 """ResNet-18 on CIFAR-10, the compressors' headline task (ALGORITHMS.md, "ResNet-18 on CIFAR-10").
 
-Data: torchvision's CIFAR-10 (the python version, ``<data_root>/cifar-10-batches-py/``), loaded
-once per process into uint8 tensors on the training device. Augmentation (random crop with 4
-pixels of zero padding, horizontal flip) and CIFAR-10 mean/std normalisation run batched on that
-device, as fast CIFAR trainers do (Page 2018, "How to train your ResNet"; Jordan 2024, airbench),
-instead of one PIL image at a time in loader processes.
-
-Sharding: logical worker n of P draws its samples from ``DistributedSampler(rank=n,
-num_replicas=P, shuffle=True, seed=seed, drop_last=True)`` with ``set_epoch(epoch)``, in batches of
-``batch_size``; the last partial batch of a shard is dropped, so every worker takes the same
-``steps_per_epoch``. Each step's crops and flips come from a generator seeded by (seed, worker,
-step). The data order is thus a function of the step alone: a checkpoint needs no loader state,
-and the layout of workers on processes does not change what any worker sees.
+The data (:mod:`sparsetrain.tasks.cifar10_data`) are loaded once per process onto the training
+device; logical worker n's batches come from its ``DistributedSampler`` shard, and each step's
+crops and flips from a generator seeded by (seed, worker, step). The data order is thus a function
+of the step alone: a checkpoint needs no loader state, and the layout of workers on processes does
+not change what any worker sees.
 
 Model: :func:`~sparsetrain.tasks.resnet.build_resnet18`, its parameters and gradients re-homed in
 the flat buffers the trainer works on (:mod:`sparsetrain.tasks.flat_module`). Each hosted worker
@@ -24,7 +17,6 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,146 +24,50 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DistributedSampler
-from torchvision.datasets import CIFAR10 as TorchvisionCIFAR10
 
+from sparsetrain.errors import ConfigError, check_number
 from sparsetrain.layout import WorkerLayout
 from sparsetrain.seeding import step_generator
 from sparsetrain.tasks.base import Task
+from sparsetrain.tasks.cifar10_data import (
+    MEAN,
+    STD,
+    default_data_root,
+    load_cifar10,
+    random_crop_flip,
+    shard_steps,
+    synthetic_cifar10,
+)
 from sparsetrain.tasks.flat_module import flatten_module
-from sparsetrain.tasks.resnet import PRETRAINED, build_resnet18, check_model
-from sparsetrain.validation import ConfigError, check_number
+from sparsetrain.tasks.resnet import build_resnet18, check_model, pretrained_weights
 
-__all__ = ["CIFAR10", "CifarArrays", "load_cifar10", "synthetic_cifar10", "random_crop_flip", "LAYOUT"]
+__all__ = ["CIFAR10"]
 
-MEAN = (0.4914, 0.4822, 0.4465)
-STD = (0.2470, 0.2435, 0.2616)
-"""Per-channel mean and standard deviation of CIFAR-10's training pixels (in [0, 1])."""
-
-FILES = ("batches.meta", *(f"data_batch_{i}" for i in range(1, 6)), "test_batch")
-LAYOUT = f"{TorchvisionCIFAR10.base_folder}/ holding {', '.join(FILES)} (CIFAR-10's python version)"
-
-
-class _FilesOnlyCIFAR10(TorchvisionCIFAR10):
-    """torchvision's CIFAR10 reader, checking that every file exists but not its md5.
-
-    For ``task.verify_checksums=false`` only: copies that are not the published files (the tests'
-    small dataset in CIFAR-10's on-disk layout, a re-pickled copy) fail torchvision's md5 check by
-    design. Rather than patching that check away for everyone, this subclass is chosen explicitly;
-    real downloads keep ``verify_checksums=true`` (the default) and the full check. torchvision's
-    ``check_integrity(path, md5=None)`` tests existence only.
-    """
-
-    train_list = [[name, None] for name, _ in TorchvisionCIFAR10.train_list]
-    test_list = [[name, None] for name, _ in TorchvisionCIFAR10.test_list]
-    meta = {**TorchvisionCIFAR10.meta, "md5": None}
-
-
-@dataclass
-class CifarArrays:
-    """CIFAR-10 as tensors: images uint8 (N, 3, 32, 32), labels int64 (N,)."""
-
-    train_images: torch.Tensor
-    train_labels: torch.Tensor
-    test_images: torch.Tensor
-    test_labels: torch.Tensor
-
-    def to(self, device: torch.device) -> "CifarArrays":
-        return CifarArrays(*(t.to(device) for t in (self.train_images, self.train_labels, self.test_images, self.test_labels)))
-
-
-def _split(dataset: TorchvisionCIFAR10) -> tuple[torch.Tensor, torch.Tensor]:
-    images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()  # HWC -> CHW
-    return images, torch.tensor(dataset.targets, dtype=torch.int64)
-
-
-def load_cifar10(data_root: str | Path, download: bool = False, verify_checksums: bool = True) -> CifarArrays:
-    """Read CIFAR-10 with torchvision (downloading it first if asked and absent).
-
-    Raises :class:`~sparsetrain.validation.ConfigError` with a one-line fix when the data are
-    missing, cannot be downloaded or fail their checksum.
-    """
-    root = Path(data_root)
-    folder = root / TorchvisionCIFAR10.base_folder
-    reader = TorchvisionCIFAR10 if verify_checksums else _FilesOnlyCIFAR10
-    missing = [name for name in FILES if not (folder / name).is_file()]
-    root_existed = root.exists()
-    if missing and not download:
-        raise ConfigError(
-            f"no CIFAR-10 at task.data_root={root} (expected {root}/{LAYOUT}; missing {', '.join(missing)}): "
-            f"point task.data_root or SPARSETRAIN_DATA at a copy, set task.download=true to fetch it, "
-            f"or task.synthetic=true for random data"
-        )
-    try:  # files that are there are never re-downloaded over: a failed check is reported instead
-        train = reader(str(root), train=True, download=download and bool(missing))
-        test = reader(str(root), train=False, download=False)
-    except RuntimeError as error:  # torchvision: files missing or failing their md5 after any download
-        raise ConfigError(
-            f"CIFAR-10 at task.data_root={root} fails torchvision's check ({error}): delete {folder} and "
-            f"rerun with task.download=true, or set task.verify_checksums=false for a copy you trust"
-        ) from None
-    except Exception as error:  # urllib / socket / tarfile errors of the download
-        if not root_existed and root.is_dir() and not any(root.iterdir()):
-            root.rmdir()  # the failed download's empty directory
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise ConfigError(
-            f"task.download=true could not fetch CIFAR-10 into task.data_root={root} "
-            f"({type(error).__name__}: {reason}): put {LAYOUT} there by hand, point task.data_root or "
-            f"SPARSETRAIN_DATA at a copy, or set task.synthetic=true for random data"
-        ) from None
-    return CifarArrays(*_split(train), *_split(test))
-
-
-def synthetic_cifar10(seed: int, train_samples: int, test_samples: int = 10_000) -> CifarArrays:
-    """Uniform random uint8 images and labels of CIFAR-10's shapes, the same on every process: for
-    speed and smoke runs without a dataset. Nothing can be learnt from them."""
-    gen = torch.Generator().manual_seed(seed)
-
-    def part(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        images = torch.randint(0, 256, (n, 3, 32, 32), generator=gen, dtype=torch.uint8)
-        return images, torch.randint(0, 10, (n,), generator=gen)
-
-    return CifarArrays(*part(train_samples), *part(test_samples))
-
-
-def random_crop_flip(images: torch.Tensor, gen: torch.Generator, padding: int = 4) -> torch.Tensor:
-    """torchvision's ``RandomCrop(32, padding=4)`` then ``RandomHorizontalFlip()``, for a whole
-    uint8 batch (B, C, H, W) in one gather: each image is zero-padded, a window at a random offset
-    is read, and flipped images read its columns in reverse. Offsets and flips are drawn on the
-    CPU from ``gen``, so a seed gives the same augmentation on any device."""
-    batch, channels, height, width = images.shape
-    offsets = torch.randint(0, 2 * padding + 1, (2, batch), generator=gen).to(images.device)
-    flip = (torch.rand(batch, generator=gen) < 0.5).to(images.device)
-    padded = F.pad(images, (padding,) * 4)
-    rows = offsets[0, :, None] + torch.arange(height, device=images.device)
-    cols = offsets[1, :, None] + torch.arange(width, device=images.device)
-    cols = torch.where(flip[:, None], cols.flip(1), cols)
-    index = torch.arange(batch, device=images.device)[:, None, None, None]
-    chan = torch.arange(channels, device=images.device)[None, :, None, None]
-    return padded[index, chan, rows[:, None, :, None], cols[:, None, None, :]]
-
-
-def shard_steps(images: int, num_workers: int, batch_size: int) -> int:
-    """Full batches in each worker's shard (``DistributedSampler`` with ``drop_last``)."""
-    shard = images // num_workers
-    if shard < batch_size:
-        raise ConfigError(
-            f"task.batch_size={batch_size} exceeds each worker's shard of {shard} images "
-            f"({images} over {num_workers} workers): lower task.batch_size or dist.workers"
-        )
-    return shard // batch_size
 
 
 class CIFAR10(Task):
-    """ResNet-18 on CIFAR-10; keys under ``task.`` (conf/task/cifar10.yaml documents each)."""
+    """ResNet-18 on CIFAR-10. Its keys, under ``task.``:
 
-    name = "cifar10"
+    * ``data_root``: the directory holding ``cifar-10-batches-py/``; null: ``$SPARSETRAIN_DATA``,
+      else ``./data``;
+    * ``download``: fetch CIFAR-10 (170 MB) into data_root when it is not there (files already
+      there are never overwritten);
+    * ``verify_checksums``: torchvision's md5 check of every file; false only for copies you trust;
+    * ``synthetic``, ``synthetic_samples``: train on that many random CIFAR-shaped images, no
+      dataset (speed and smoke runs; nothing can be learnt from them);
+    * ``model``: ``cifar`` (3x3 stem, no max-pool, 32 px) or ``imagenet`` (torchvision's original,
+      224 px); ``pretrained``: start the imagenet model from torchvision's ImageNet weights;
+    * ``image_size``: null: 32 for cifar, 224 for imagenet (batches are resized on the device);
+    * ``batch_size``: per worker; ``augment``: random crop with 4 px zero padding + horizontal flip;
+    * ``eval_batch_size``; ``eval_samples``: evaluate on the first N test images (null: all 10,000).
+    """
 
     def __init__(
         self,
         layout: WorkerLayout,
         device: torch.device,
         seed: int,
-        data_root: str = "./data",
+        data_root: str | None = None,
         download: bool = True,
         verify_checksums: bool = True,
         synthetic: bool = False,
@@ -190,7 +86,7 @@ class CIFAR10(Task):
             if layout.rank == 0:
                 print("sparsetrain: task.synthetic=true: training on random tensors, not CIFAR-10", file=sys.stderr)
         else:  # the launcher has checked (and if asked, downloaded) the files: see prepare()
-            data = load_cifar10(data_root, download=False, verify_checksums=verify_checksums)
+            data = load_cifar10(data_root or default_data_root(), download=False, verify_checksums=verify_checksums)
         self.data = data.to(device)
         self.batch_size = batch_size
         self.augment = augment
@@ -215,34 +111,38 @@ class CIFAR10(Task):
         self._buffers = [b for b in self.model.buffers() if b.is_floating_point()]
 
     @classmethod
-    def prepare(cls, config: dict[str, Any], num_workers: int) -> None:
-        """Check the task's keys and make the data (and pretrained weights) available, in the
-        launching process before any worker starts, so a missing dataset is one line, not a crash
-        in every worker."""
-        for key in ("batch_size", "eval_batch_size", "synthetic_samples", "eval_samples"):
-            check_number({"task": config}, f"task.{key}", 1, integer=True, nullable=key == "eval_samples")
-        check_model(config.get("model"), config.get("pretrained", False))
-        config["data_root"] = str(Path(os.path.expanduser(str(config["data_root"]))).resolve())
-        if config.get("synthetic"):
-            images = config["synthetic_samples"]
-        else:
-            data = load_cifar10(config["data_root"], config.get("download", False), config.get("verify_checksums", True))
-            images = len(data.train_labels)
-        shard_steps(images, num_workers, config["batch_size"])
-        if config.get("pretrained"):
+    def check(cls, options: dict[str, Any], num_workers: int) -> None:
+        for key in ("batch_size", "eval_batch_size", "synthetic_samples"):
+            check_number(f"task.{key}", options[key], 1, integer=True)
+        check_number("task.eval_samples", options["eval_samples"], 1, integer=True, nullable=True)
+        check_number("task.image_size", options["image_size"], 32, integer=True, nullable=True)
+        check_model(options["model"], options["pretrained"])
+        if options["synthetic"]:
+            shard_steps(options["synthetic_samples"], num_workers, options["batch_size"])
+
+    @classmethod
+    def prepare(cls, options: dict[str, Any], num_workers: int) -> None:
+        """Make the data (and pretrained weights) available, in the launching process before any
+        worker starts, so a missing dataset is one line, not a crash in every worker."""
+        options["data_root"] = str(Path(os.path.expanduser(options["data_root"] or default_data_root())).resolve())
+        if not options["synthetic"]:
+            data = load_cifar10(options["data_root"], options["download"], options["verify_checksums"])
+            shard_steps(len(data.train_labels), num_workers, options["batch_size"])
+        if options["pretrained"]:
+            weights = pretrained_weights()
             try:
-                PRETRAINED.get_state_dict(progress=False)
+                weights.get_state_dict(progress=False)
             except Exception as error:
                 raise ConfigError(
-                    f"task.pretrained=true could not fetch {PRETRAINED.url} ({type(error).__name__}): put the file "
+                    f"task.pretrained=true could not fetch {weights.url} ({type(error).__name__}): put the file "
                     f"in {torch.hub.get_dir()}/checkpoints/ or set task.pretrained=false"
                 ) from None
 
     @classmethod
-    def describe_data(cls, config: dict[str, Any]) -> str:
-        if config.get("synthetic"):
+    def describe_data(cls, options: dict[str, Any]) -> str:
+        if options["synthetic"]:
             return "SYNTHETIC: random CIFAR-10-shaped tensors, not CIFAR-10 (accuracy means nothing)"
-        return f"CIFAR-10 at {config.get('data_root')}"
+        return f"CIFAR-10 at {options['data_root']}"
 
     @property
     def decay_size(self) -> int:

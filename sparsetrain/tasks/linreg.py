@@ -18,9 +18,12 @@ linear with no bias and starts at 0.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from sparsetrain.collectives import all_gather_rows
+from sparsetrain.errors import check_number
 from sparsetrain.layout import WorkerLayout
 from sparsetrain.seeding import worker_seed
 from sparsetrain.tasks.base import Task
@@ -41,7 +44,9 @@ def worker_shard(
 
 
 class LinearRegression(Task):
-    name = "linreg"
+    """The RegTop-k paper's regression. Keys, under ``task.``: ``dim`` (d, the model size),
+    ``samples_per_worker`` (rows of A_n), ``model_mean_var`` (variance of m_n, the mean of worker
+    n's local model x_n), ``noise_var`` (variance of the observation noise in y_n)."""
 
     def __init__(
         self,
@@ -71,6 +76,13 @@ class LinearRegression(Task):
         self.target_power = torch.stack([y.square().mean() for _, y in shards]).to(device, torch.float32)
         self.flat_params = torch.zeros(dim, dtype=torch.float32, device=device)
         self.flat_grad = torch.zeros_like(self.flat_params)
+
+    @classmethod
+    def check(cls, options: dict[str, Any], num_workers: int) -> None:
+        check_number("task.dim", options["dim"], 1, integer=True)
+        check_number("task.samples_per_worker", options["samples_per_worker"], 1, integer=True)
+        check_number("task.model_mean_var", options["model_mean_var"], 0)
+        check_number("task.noise_var", options["noise_var"], 0)
 
     def local_gradient(self, local_worker: int, step: int) -> torch.Tensor:
         x, grad = self.flat_params, self.flat_grad

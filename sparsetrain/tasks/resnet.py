@@ -13,19 +13,24 @@ paper's setting (Bereyhi et al. 2025, Sec. 5.2; ALGORITHMS.md).
 from __future__ import annotations
 
 from torch import nn
-from torchvision.models import ResNet18_Weights, resnet18
 
-from sparsetrain.validation import ConfigError
+from sparsetrain.errors import ConfigError
 
-__all__ = ["build_resnet18", "check_model", "MODELS", "PRETRAINED"]
+__all__ = ["build_resnet18", "check_model", "pretrained_weights", "MODELS"]
 
 MODELS = ("cifar", "imagenet")
-PRETRAINED = ResNet18_Weights.IMAGENET1K_V1
-"""The ImageNet weights ``task.pretrained=true`` starts from (downloaded once into torch's hub cache)."""
+
+
+def pretrained_weights():
+    """The ImageNet weights ``task.pretrained=true`` starts from (downloaded once into torch's hub
+    cache). torchvision is imported on use: importing the task stays cheap."""
+    from torchvision.models import ResNet18_Weights
+
+    return ResNet18_Weights.IMAGENET1K_V1
 
 
 def check_model(model: str, pretrained: bool) -> None:
-    """Raise :class:`~sparsetrain.validation.ConfigError` for a ``task.model`` / ``task.pretrained``
+    """Raise :class:`~sparsetrain.errors.ConfigError` for a ``task.model`` / ``task.pretrained``
     pair that :func:`build_resnet18` cannot build."""
     if model not in MODELS:
         raise ConfigError(f"task.model={model!r} is not allowed: use one of {', '.join(MODELS)}")
@@ -34,6 +39,8 @@ def check_model(model: str, pretrained: bool) -> None:
 
 
 def build_resnet18(model: str, num_classes: int = 10, pretrained: bool = False) -> nn.Module:
+    from torchvision.models import resnet18
+
     check_model(model, pretrained)
     if model == "cifar":
         net = resnet18(num_classes=num_classes)
@@ -41,6 +48,6 @@ def build_resnet18(model: str, num_classes: int = 10, pretrained: bool = False) 
         nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")  # as torchvision's
         net.maxpool = nn.Identity()
         return net
-    net = resnet18(weights=PRETRAINED if pretrained else None)
+    net = resnet18(weights=pretrained_weights() if pretrained else None)
     net.fc = nn.Linear(net.fc.in_features, num_classes)
     return net

@@ -10,7 +10,6 @@ from sparsetrain.compressors.selection import (
     SORTED_BELOW,
     candidate_scan,
     exact_topk_indices,
-    topk_indices,
     topk_magnitude_indices,
 )
 
@@ -36,15 +35,15 @@ CASES = {
 def test_topk_matches_reference(case, k):
     rng = np.random.default_rng(k)
     scores = np.abs(CASES[case](rng))[:300]
-    got = topk_indices(torch.from_numpy(scores), k)
+    got = topk_magnitude_indices(torch.from_numpy(scores), k)
     assert got.dtype == torch.long and got.numel() == k
     assert set(got.tolist()) == reference(scores, k)
 
 
 def test_k_zero_and_k_above_d():
     scores = torch.rand(10)
-    assert topk_indices(scores, 0).numel() == 0
-    assert sorted(topk_indices(scores, 15).tolist()) == list(range(10))
+    assert topk_magnitude_indices(scores, 0).numel() == 0
+    assert sorted(topk_magnitude_indices(scores, 15).tolist()) == list(range(10))
 
 
 D = FAST_PATH_MIN_D + 12_345
@@ -67,7 +66,7 @@ LARGE_CASES = {
 def test_fast_path_returns_exactly_the_reference_set(case, k):
     rng = np.random.default_rng(k)
     scores = np.abs(LARGE_CASES[case](rng)).astype(np.float32)
-    got = topk_indices(torch.from_numpy(scores), k)
+    got = topk_magnitude_indices(torch.from_numpy(scores), k)
     assert got.numel() == k and got.unique().numel() == k
     assert set(got.tolist()) == reference(scores, k)
 
@@ -76,7 +75,7 @@ def test_fast_path_equals_torch_topk_without_ties():
     scores = torch.randperm(D).float()  # distinct values: torch.topk's set is unambiguous
     for k in (1, 300, D // 100):
         expected = set(torch.topk(scores, k).indices.tolist())
-        assert set(topk_indices(scores, k).tolist()) == expected
+        assert set(topk_magnitude_indices(scores, k).tolist()) == expected
         assert set(exact_topk_indices(scores, k).tolist()) == expected
 
 

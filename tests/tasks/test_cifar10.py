@@ -10,12 +10,14 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from torch.utils.data import DistributedSampler
+from torchvision.datasets import CIFAR10 as TorchvisionCIFAR10
 
+from sparsetrain.errors import ConfigError
 from sparsetrain.layout import WorkerLayout
-from sparsetrain.tasks.cifar10 import CIFAR10, TorchvisionCIFAR10, load_cifar10, random_crop_flip
+from sparsetrain.tasks.cifar10 import CIFAR10
+from sparsetrain.tasks.cifar10_data import load_cifar10, random_crop_flip
 from sparsetrain.tasks.flat_module import is_decayed
 from sparsetrain.tasks.resnet import build_resnet18
-from sparsetrain.validation import ConfigError
 from tests.conftest import run_gloo
 from tests.tasks.cifar_fixture import write_cifar10
 
