@@ -1,4 +1,5 @@
-"""Step time of two versions of sparsetrain side by side: this checkout and another installation.
+"""Step time of two versions of sparsetrain side by side: this checkout (named by ``git describe``)
+and another installation.
 
     git worktree add /tmp/old <rev> && pip install --no-deps --target /tmp/oldsite /tmp/old
     python scripts/compare_versions.py --baseline /tmp/oldsite --label <rev> [--rounds 3]
@@ -55,14 +56,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default="results/refactor/step_time.md")
     args = parser.parse_args()
-    versions = {"this checkout": None, args.label: args.baseline}
+    revision = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
+    versions = {revision: None, args.label: args.baseline}
     steps: dict[tuple[str, str], list[float]] = {}
     losses: dict[tuple[str, str], list[list[float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for round_ in range(args.rounds):
-            for job, overrides in JOBS.items():
+            for number, (job, overrides) in enumerate(JOBS.items()):
                 for version, pythonpath in versions.items():
-                    records = run(overrides, Path(tmp) / f"{len(steps)}-{round_}-{len(losses)}-{version[:4]}", pythonpath)
+                    records = run(overrides, Path(tmp) / f"{round_}-{number}-{version[:4]}", pythonpath)
                     steps.setdefault((job, version), []).extend(r["time/step_ms"] for r in records if r["step"] > 2)
                     losses.setdefault((job, version), []).append([r["train/loss"] for r in records])
                     print(f"round {round_} {version}: {job}", flush=True)
@@ -75,12 +77,12 @@ def main() -> None:
         "over every logged step after the second of each run. `same losses`: both versions logged identical "
         "`train/loss` sequences in every run.",
         "",
-        f"| job | this checkout (ms) | {args.label} (ms) | ratio | same losses |",
+        f"| job | {revision} (ms) | {args.label} (ms) | ratio | same losses |",
         "| --- | ---: | ---: | ---: | --- |",
     ]
     for job in JOBS:
         mine, theirs = (statistics.median(steps[(job, v)]) for v in versions)
-        same = losses[(job, "this checkout")] == losses[(job, args.label)]
+        same = losses[(job, revision)] == losses[(job, args.label)]
         lines.append(f"| {job} | {mine:.2f} | {theirs:.2f} | {mine / theirs:.3f} | {'yes' if same else 'NO'} |")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

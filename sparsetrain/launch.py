@@ -165,8 +165,10 @@ def _quiet_elastic_logs() -> None:
     """torch's launcher logs every worker's traceback and its own shut-down; the root cause is
     reported once instead (``HYDRA_FULL_ERROR=1`` keeps them)."""
     if os.environ.get("HYDRA_FULL_ERROR") != "1":
-        for name in ("torch.distributed.elastic", "torch.multiprocessing.spawn", "torch.distributed.launcher"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
+        prefixes = ("torch.distributed.elastic", "torch.multiprocessing.spawn", "torch.distributed.launcher")
+        for name in list(logging.root.manager.loggerDict):  # torch sets each module logger's own level
+            if name.startswith(prefixes):
+                logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def launch(job: JobConfig, run_dir: str, entrypoint: Callable[[JobConfig, str], Any]) -> Any:

@@ -84,10 +84,9 @@ class MetricsLogger(NullLogger):
             self._jsonl.write(json.dumps(record) + "\n")
         except OSError as error:  # a full disk: name the file
             raise OSError(f"writing {self.path} failed: {error.strerror or error}") from None
-        if self._writer is not None:
+        if self._writer is not None:  # non-finite values too: a diverging run's last rows show as such
             for key, value in metrics.items():
-                if math.isfinite(value):
-                    self._writer.add_scalar(key, value, step)
+                self._writer.add_scalar(key, value, step)
 
     def close(self) -> None:
         """Flush and close both outputs; TensorBoard also gets the run's hyper-parameters

@@ -2,13 +2,15 @@
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import textwrap
 
 import numpy as np
 import pytest
 
-from tests.conftest import load_run, sparsetrain
+from tests.conftest import REPO, load_run, sparsetrain
 
 METRIC_KEYS = {
     "train/loss",
@@ -101,27 +103,23 @@ def test_layout_does_not_change_the_result(tmp_path, compressor):
             np.testing.assert_allclose(runs[nproc], runs[1], rtol=1e-5)
 
 
-def test_users_own_compressor_runs_with_one_override(tmp_path):
-    (tmp_path / "mycomp.py").write_text(textwrap.dedent('''
-        import torch
-        from sparsetrain.compressors import SparseCompressor
-
-        class HalfK(SparseCompressor):
-            """Sends the first k // 2 entries: a count no built-in compressor would send."""
-            fixed_count = False
-
-            def select(self, acc, step):
-                return torch.arange(self.k // 2)
-    '''))
+def test_the_readme_custom_compressor_runs_as_written(tmp_path):
+    """The README's example, verbatim: the class in mypkg/halfk.py and its command line."""
+    readme = (REPO / "README.md").read_text()
+    code = re.search(r"```python\n# mypkg/halfk.py\n(.+?)```", readme, flags=re.S).group(1)
+    command = re.search(r"PYTHONPATH=\. (sparsetrain compressor._target_=mypkg.halfk.+?)\n", readme).group(1)
+    (tmp_path / "mypkg").mkdir()
+    (tmp_path / "mypkg" / "halfk.py").write_text(code)
     run_dir = tmp_path / "run"
-    sparsetrain(
-        run_dir, "task=linreg", "compressor._target_=mycomp.HalfK", "ratio=0.5", "dist.nproc=2", "train.steps=5",
-        env={"PYTHONPATH": str(tmp_path)},
-    )
+    overrides = [*shlex.split(command)[1:], "task=linreg", "dist.nproc=2", "train.steps=5"]
+    result = sparsetrain(run_dir, *overrides, env={"PYTHONPATH": str(tmp_path)})
     records, summary = load_run(run_dir)
-    assert summary["compressor_target"] == "mycomp.HalfK"
-    assert {r["comm/selected"] for r in records} == {25.0}
-    assert {r["comm/bytes_sent"] for r in records} == {25 * 8 + 4}
+    assert summary["compressor"] == "LargestFraction" and " LargestFraction ratio=0.1 " in result.stdout
+    assert summary["compressor_target"] == "mypkg.halfk.LargestFraction"
+    assert {r["comm/selected"] for r in records} == {2.0}  # k = 10 of d = 100, a quarter of it
+    for typo in ("+compressor.shares=0.25", "+compressor.share=yes"):
+        refused = sparsetrain(tmp_path / "refused", *overrides, typo, env={"PYTHONPATH": str(tmp_path)}, check=False)
+        assert refused.returncode == 2 and "compressor.share" in refused.stderr, refused.stderr
 
 
 def test_failed_worker_exits_nonzero_and_keeps_its_results(tmp_path):

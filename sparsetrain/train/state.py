@@ -3,8 +3,8 @@
 :mod:`sparsetrain.checkpoint` holds the files' layout; this module holds the protocol. Saving:
 every rank writes its file, a barrier, then each node's first rank marks the step complete.
 Restoring (where :meth:`~sparsetrain.train.loop.Trainer.run` starts): every rank proposes the
-newest complete step whose file it can read, the ranks agree on the smallest proposal (one
-all-reduce), and a rank that cannot read the agreed step proposes an older one, until they agree.
+newest complete step whose file it can read, the ranks agree on the smallest proposal, and if a
+rank cannot read that step either, they all try older ones, until every rank holds the same step.
 An unreadable file (truncated by a crash mid-copy, say) costs one warning line, not the run.
 """
 
@@ -36,22 +36,41 @@ def restore(run_dir: Path, layout: WorkerLayout, device: torch.device, load: Cal
     """Load (with ``load``) the newest checkpoint every rank can read; returns its step, 0 if none."""
     candidates = sorted(checkpoint.complete_steps(run_dir), reverse=True)
     while True:
-        proposal, state = 0, None
-        for step in list(candidates):
-            try:
-                state = checkpoint.load_rank(checkpoint.step_dir(run_dir, step), layout.rank, layout.processes)
-            except checkpoint.CheckpointUnreadable as error:
-                print(f"sparsetrain: warning: checkpoint {error}; falling back to an older one", file=sys.stderr)
-                candidates.remove(step)
-                continue
-            proposal = step
+        proposal, state = _newest_readable(run_dir, layout, candidates)
+        agreed = _all_min(proposal, layout, device)
+        readable = True
+        if agreed not in (proposal, 0):  # an older step than this rank's newest: read that one
+            state = _read(run_dir, layout, agreed)
+            readable = state is not None
+        if _all_min(int(readable), layout, device):
             break
-        agreed = torch.tensor([proposal], dtype=torch.int64, device=device)
-        if layout.processes > 1:
-            dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
-        if int(agreed) == proposal:
-            break
-        candidates = [s for s in candidates if s <= int(agreed)]
-    if proposal:
+        candidates = [s for s in candidates if s < agreed]  # some rank cannot read it: all go older
+    if agreed:
         load(state)
-    return proposal
+    return agreed
+
+
+def _read(run_dir: Path, layout: WorkerLayout, step: int) -> dict[str, Any] | None:
+    try:
+        return checkpoint.load_rank(checkpoint.step_dir(run_dir, step), layout.rank, layout.processes)
+    except checkpoint.CheckpointUnreadable as error:
+        print(f"sparsetrain: warning: checkpoint {error}; falling back to an older one", file=sys.stderr)
+        return None
+
+
+def _newest_readable(run_dir: Path, layout: WorkerLayout, candidates: list[int]) -> tuple[int, dict[str, Any] | None]:
+    """The newest of ``candidates`` whose file this rank reads, and its state; unreadable ones
+    are dropped from ``candidates``."""
+    for step in list(candidates):
+        state = _read(run_dir, layout, step)
+        if state is not None:
+            return step, state
+        candidates.remove(step)
+    return 0, None
+
+
+def _all_min(value: int, layout: WorkerLayout, device: torch.device) -> int:
+    tensor = torch.tensor([value], dtype=torch.int64, device=device)
+    if layout.processes > 1:
+        dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+    return int(tensor)
