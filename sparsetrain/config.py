@@ -26,7 +26,8 @@ from omegaconf import MISSING
 from sparsetrain.components import options
 
 __all__ = [
-    "JobConfig", "DistConfig", "TrainConfig", "CkptConfig", "FaultConfig", "LogConfig",
+    "JobConfig", "DistConfig", "TrainConfig", "CkptConfig", "FaultConfig", "LogConfig", "NetConfig",
+    "DEFAULT_MODEL_BANDWIDTH",
     "component_schema", "number", "choice",
 ]
 
@@ -137,6 +138,23 @@ class LogConfig:
 
 
 @dataclass
+class NetConfig:
+    """The network: a shaped link to run on, and the cost model's link (``net.*``)."""
+
+    bandwidth: Optional[str] = None
+    """Each host's link speed to run on, in tc's units (1gbit, 100mbit): the job runs in a private
+    network namespace whose loopback is shaped to that (sparsetrain/net/shaping.py); null: no shaping."""
+    model_bandwidth: Optional[str] = None
+    """Link speed of the α-β cost model behind time/comm_model_ms; null: net.bandwidth, else 10gbit."""
+    model_latency_us: float = number(10.0, 0)
+    """Latency of one step of a ring collective in the cost model (α), in microseconds."""
+
+
+DEFAULT_MODEL_BANDWIDTH = "10gbit"
+"""The cost model's link when neither net.model_bandwidth nor net.bandwidth is set."""
+
+
+@dataclass
 class JobConfig:
     """One run: what is trained (task), how gradients are compressed, and every setting above."""
 
@@ -148,6 +166,9 @@ class JobConfig:
     """Density k/d shared by every compressor; k = max(1, floor(ratio * d))."""
     seed: int = number(0, 0, 2**63 - 1)
     """Seeds the data, the model and every random choice; a run is deterministic on CPU for a seed and layout."""
+    exchange: str = choice("auto", "allgather", "allreduce")
+    """How sparse payloads travel: all-gathered, or summed densely and all-reduced; auto: whichever
+    puts fewer bytes on the wire (sparsetrain/exchange.py)."""
     resume: Optional[str] = None
     """Continue a stopped run in place: resume=<run dir> (its saved config is used as it was)."""
     dist: DistConfig = field(default_factory=DistConfig)
@@ -155,6 +176,7 @@ class JobConfig:
     ckpt: CkptConfig = field(default_factory=CkptConfig)
     fault: FaultConfig = field(default_factory=FaultConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    net: NetConfig = field(default_factory=NetConfig)
 
 
 def _omegaconf_type(hint: Any) -> Any:

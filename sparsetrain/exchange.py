@@ -1,55 +1,84 @@
 """The exchange: turn every logical worker's payload into the averaged gradient ``gbar``.
 
-``gbar[j] = (1/P) * sum_m s_m[j]`` on every process (ALGORITHMS.md), with the traffic one worker
-would send on a real network:
+``gbar[j] = (1/P) * sum_m s_m[j]`` on every process (ALGORITHMS.md), and the traffic as the wire
+carries it (:mod:`sparsetrain.net.cost`: ring collectives, each logical worker a host):
 
-* :class:`DenseExchange`: all-reduce; ``bytes_sent = 2 (P-1)/P * 4d`` (ring all-reduce).
-* :class:`SparseExchange`: all-gather of fp32 values and int32 indices, scatter-add in worker
-  order, divide by P; ``bytes_sent = 8 * count`` (+4 for the count when counts vary).
+* :class:`DenseExchange`: all-reduce of the d float32 gradients.
+* :class:`SparseExchange`, ``exchange=allgather``: all-gather of every worker's (values, int32
+  indices), then a scatter-add in worker order. Each worker sends and receives ``(P-1) 8k``
+  bytes, which exceeds a dense all-reduce's ``2 (P-1)/P 4d`` once ``P k > d`` (fill-in).
+* ``exchange=allreduce``: each process scatter-adds its hosted workers' payloads into a dense
+  buffer and all-reduces it (SparCML's switch to a dense representation, Renggli et al. 2019,
+  "SparCML: High-Performance Sparse Communication for Machine Learning", Sec. 4). Same aggregate;
+  the float32 sum of an entry several workers sent may be associated differently.
+* ``exchange=auto`` (default): whichever moves fewer wire bytes, by the formulas above; for a
+  variable count (Gaussian-k) decided every step from the gathered counts, identically on every
+  process.
 
-Values and indices travel in one float32 buffer per process (indices bit-cast, not converted), so
-each step costs one collective for fixed counts and two (counts, then padded payloads) otherwise.
+Variable counts travel first (an all-gather of one int32 per worker); payloads are then padded to
+the largest count, and the padding is dropped before the scatter-add, so nothing is lost or added
+twice, and a worker that sends nothing takes part with an empty row (the job never hangs on it).
+Values and indices travel in one float32 buffer (indices bit-cast, not converted).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.futures import Future
 
-from sparsetrain.collectives import all_gather_rows
+from sparsetrain.collectives import all_gather_rows, all_gather_rows_async, all_reduce_async, completed
 from sparsetrain.compressors.base import Payload
 from sparsetrain.layout import WorkerLayout
+from sparsetrain.net.cost import Collective, allgather, allreduce
 
-__all__ = ["CommStats", "DenseExchange", "SparseExchange", "dense_bytes", "build_exchange"]
+__all__ = ["EXCHANGES", "CommStats", "DenseExchange", "SparseExchange", "dense_bytes", "build_exchange"]
 
+EXCHANGES = ("auto", "allgather", "allreduce")
 VALUE_BYTES = 4
 INDEX_BYTES = 4
+ENTRY_BYTES = VALUE_BYTES + INDEX_BYTES
 COUNT_BYTES = 4
 
 
 def dense_bytes(dim: int, num_workers: int) -> float:
     """Bytes one worker sends in a ring all-reduce of d float32: ``2 (P-1)/P * 4d``."""
-    return 2.0 * (num_workers - 1) / num_workers * 4 * dim
+    return allreduce(4 * dim, num_workers).wire_bytes
 
 
-@dataclass
+@dataclass(frozen=True)
 class CommStats:
-    """This step's traffic, identical on every process.
+    """This step's exchange, identical on every process; per worker, mean over workers.
 
-    bytes_sent: payload bytes one worker sent (mean over workers);
-    wire_bytes: bytes one worker actually put on the wire, padding included (mean over workers);
-    selected: entries one worker sent (mean over workers).
+    collectives: what was issued, with the bytes each put on the wire;
+    payload_bytes: what one worker originated (8 per entry, +4 for its count when counts vary;
+        4d for dense), which the wire may carry P-1 times over;
+    selected: entries one worker sent;
+    summed: the sparse payloads were summed densely and all-reduced (``exchange=allreduce``).
     """
 
-    bytes_sent: float
-    wire_bytes: float
+    collectives: tuple[Collective, ...]
+    payload_bytes: float
     selected: float
+    summed: bool
+
+    @property
+    def bytes_sent(self) -> float:
+        """Wire bytes one worker sent; ring collectives receive as many as they send."""
+        return sum(c.wire_bytes for c in self.collectives)
+
+    @property
+    def bytes_received(self) -> float:
+        return self.bytes_sent
 
 
 class DenseExchange:
     """All-reduce of the sum of the hosted workers' gradients, divided by P."""
+
+    dense = True
 
     def __init__(self, dim: int, layout: WorkerLayout, device: torch.device) -> None:
         self.dim = dim
@@ -70,29 +99,29 @@ class DenseExchange:
             dist.all_reduce(self._sum)
         torch.div(self._sum, self.layout.num_workers, out=out)
         self._sum = None
-        sent = dense_bytes(self.dim, self.layout.num_workers)
-        return CommStats(bytes_sent=sent, wire_bytes=sent, selected=float(self.dim))
+        return CommStats((allreduce(4 * self.dim, self.layout.num_workers),), 4.0 * self.dim, float(self.dim), False)
 
 
 class SparseExchange:
-    """All-gather of (values, int32 indices), then scatter-add of all P contributions.
+    """Sparse payloads to ``gbar``: all-gathered, or summed densely and all-reduced (see module)."""
 
-    With ``fixed_count`` every worker sends exactly ``k`` entries and one all-gather moves them.
-    Otherwise the counts are gathered first and the payloads padded to the largest count; padding
-    is dropped before the scatter-add, so nothing is lost or added twice, and a worker that sends
-    nothing takes part with an empty row (the job never hangs on it).
-    """
+    dense = False
 
     def __init__(
-        self, dim: int, k: int, layout: WorkerLayout, device: torch.device, fixed_count: bool
+        self, dim: int, k: int, layout: WorkerLayout, device: torch.device, fixed_count: bool, mode: str = "auto",
+        group: Any = None,
     ) -> None:
         if dim >= 2**31:
             raise ValueError("int32 indices address at most 2**31 - 1 entries")
+        if mode not in EXCHANGES:
+            raise ValueError(f"exchange={mode!r} is not one of {', '.join(EXCHANGES)}")
         self.dim = dim
         self.k = k
         self.layout = layout
         self.device = device
         self.fixed_count = fixed_count
+        self.mode = mode
+        self.group = group
         self._payloads: list[Payload] = []
 
     def put(self, payload: Payload) -> None:
@@ -101,45 +130,72 @@ class SparseExchange:
             raise ValueError(f"a fixed-count compressor sent {payload.count} entries, not k={self.k}")
         self._payloads.append(payload)
 
+    def summed(self, width: int) -> bool:
+        """Whether payloads of ``width`` entries go as a dense all-reduce rather than an all-gather."""
+        if self.mode != "auto":
+            return self.mode == "allreduce"
+        workers = self.layout.num_workers
+        return allreduce(4 * self.dim, workers).wire_bytes < allgather(ENTRY_BYTES * width, workers).wire_bytes
+
     def reduce(self, out: torch.Tensor) -> CommStats:
+        """``gbar`` into ``out``; returns this step's traffic."""
+        done, stats = self.reduce_async(out)
+        done.wait()
+        return stats
+
+    def reduce_async(self, out: torch.Tensor) -> tuple[Future, CommStats]:
+        """:meth:`reduce` started: a future that completes once ``out`` holds ``gbar``, and the
+        traffic. For DDP's hooks, whose caller goes on while the payloads travel; variable counts
+        are gathered before it returns (one int32 per worker)."""
         payloads, self._payloads = self._payloads, []
         assert len(payloads) == self.layout.workers_per_process
+        workers, processes = self.layout.num_workers, self.layout.processes
         if self.fixed_count:
-            counts = torch.full((self.layout.num_workers,), self.k, dtype=torch.int32)
+            counts, issued, header = torch.full((workers,), self.k, dtype=torch.int32), (), 0
         else:
             local_counts = torch.tensor([p.count for p in payloads], dtype=torch.int32, device=self.device)
-            counts = all_gather_rows(local_counts, self.layout.processes).cpu()
+            counts = all_gather_rows(local_counts, processes, self.group).cpu()
+            issued, header = (allgather(COUNT_BYTES, workers),), COUNT_BYTES
         width = int(counts.max())
-        header = 0 if self.fixed_count else COUNT_BYTES
         mean_count = float(counts.double().mean())
-        stats = CommStats(
-            bytes_sent=mean_count * (VALUE_BYTES + INDEX_BYTES) + header,
-            wire_bytes=width * (VALUE_BYTES + INDEX_BYTES) + header,
-            selected=mean_count,
-        )
+        summed = self.summed(width)
         out.zero_()
-        if width == 0:  # nobody sends anything: every process knows it from the counts
-            return stats
+        if summed:
+            for payload in payloads:
+                out.index_add_(0, payload.indices, payload.values)
+            done = all_reduce_async(out, processes, self.group)
+            issued += (allreduce(4 * self.dim, workers),)
+        elif width > 0:  # nobody sending anything is known to every process from the counts
+            done = self._gather_and_add(payloads, counts, width, out)
+            issued += (allgather(ENTRY_BYTES * width, workers),)
+        else:
+            done = completed(out)
+        stats = CommStats(issued, mean_count * ENTRY_BYTES + header, mean_count, summed)
+        return done.then(lambda finished: finished.value().div_(workers)), stats
 
+    def _gather_and_add(self, payloads: list[Payload], counts: torch.Tensor, width: int, out: torch.Tensor) -> Future:
+        """All-gather (values, indices) padded to ``width`` and scatter-add them in worker order."""
         send = torch.zeros(len(payloads), 2 * width, dtype=torch.float32, device=self.device)
         for row, payload in zip(send, payloads):
             n = payload.count
             row[:n] = payload.values
             row[width : width + n] = payload.indices.to(torch.int32).view(torch.float32)
-        gathered = all_gather_rows(send, self.layout.processes)  # (P, 2 * width), worker order
 
-        values = gathered[:, :width]
-        indices = gathered[:, width:].view(torch.int32)
-        if not self.fixed_count:
-            valid = torch.arange(width, device=self.device) < counts.to(self.device)[:, None]
-            values, indices = values[valid], indices[valid]
-        out.index_add_(0, indices.reshape(-1).long(), values.reshape(-1))
-        out.div_(self.layout.num_workers)
-        return stats
+        def scatter_add(gathered: Future) -> torch.Tensor:  # (P, 2 * width), worker order
+            rows = gathered.value()
+            values, indices = rows[:, :width], rows[:, width:].view(torch.int32)
+            if not self.fixed_count:
+                valid = torch.arange(width, device=self.device) < counts.to(self.device)[:, None]
+                values, indices = values[valid], indices[valid]
+            return out.index_add_(0, indices.reshape(-1).long(), values.reshape(-1))
+
+        return all_gather_rows_async(send, self.layout.processes, self.group).then(scatter_add)
 
 
-def build_exchange(compressor_cls: type, dim: int, k: int, layout: WorkerLayout, device: torch.device):
+def build_exchange(
+    compressor_cls: type, dim: int, k: int, layout: WorkerLayout, device: torch.device, mode: str = "auto"
+) -> DenseExchange | SparseExchange:
     """The exchange that matches a compressor class's ``dense`` / ``fixed_count`` traits."""
     if compressor_cls.dense:
         return DenseExchange(dim, layout, device)
-    return SparseExchange(dim, k, layout, device, fixed_count=compressor_cls.fixed_count)
+    return SparseExchange(dim, k, layout, device, fixed_count=compressor_cls.fixed_count, mode=mode)

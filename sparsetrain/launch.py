@@ -33,6 +33,8 @@ from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
 from sparsetrain import failures
 from sparsetrain.config import JobConfig
+from sparsetrain.net import shaping
+from sparsetrain.net.cost import parse_rate
 
 __all__ = ["TorchrunEnv", "JobFailed", "in_torchrun_worker", "free_port", "threads_per_process", "launch"]
 
@@ -75,6 +77,9 @@ class JobFailed(Exception):
     def __init__(self, failure: failures.Failure) -> None:
         super().__init__(failure.description)
         self.failure = failure
+
+    def __reduce__(self):  # pickled whole (from a shaped launcher's process)
+        return JobFailed, (self.failure,)
 
 
 def in_torchrun_worker() -> bool:
@@ -173,10 +178,21 @@ def _quiet_elastic_logs() -> None:
 
 def launch(job: JobConfig, run_dir: str, entrypoint: Callable[[JobConfig, str], Any]) -> Any:
     """Run ``entrypoint(job, run_dir)`` on every worker of this node; returns rank 0's result
-    when rank 0 ran here (else None), or raises :class:`JobFailed`."""
-    d = job.dist
+    when rank 0 ran here (else None), or raises :class:`JobFailed`. With ``net.bandwidth`` the
+    launcher runs in a process of its own on a shaped link (:mod:`sparsetrain.net.shaping`), and
+    rank 0's result gains ``loopback_bytes``, the traffic the link carried."""
     if in_torchrun_worker():
         return entrypoint(job, run_dir)
+    if job.net.bandwidth is None:
+        return _launch_here(job, run_dir, entrypoint)
+    result, carried = shaping.run_shaped(
+        _launch_here, job, run_dir, entrypoint, rate_bits=parse_rate(job.net.bandwidth), hosts=job.dist.nproc
+    )
+    return None if result is None else {**result, "loopback_bytes": carried}
+
+
+def _launch_here(job: JobConfig, run_dir: str, entrypoint: Callable[[JobConfig, str], Any]) -> Any:
+    d = job.dist
     if "OMP_NUM_THREADS" not in os.environ:
         os.environ["OMP_NUM_THREADS"] = str(threads_per_process(d.nproc))
     if d.nnodes == 1:

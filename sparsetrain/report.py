@@ -4,11 +4,22 @@ Reads every run directory below the given one (a directory holding summary.json;
 directory itself may be a single run) and writes into it:
 
 * ``report.md``: one row per setting (task, compressor, ratio, workers), its seeds aggregated as
-  mean ± sample std: final main metric, total bytes, compression, mean select ms, mean step ms;
+  mean ± sample std: final main metric, the exchange used, total bytes on the wire, compression,
+  mean select ms, mean step ms, mean modeled step ms; with ``--target``, the steps and the
+  modeled seconds to reach it;
 * ``report.csv``: the same quantities, one row per run (no aggregation), for further analysis;
-* ``report_<metric>_vs_step.png`` and ``report_<metric>_vs_bytes.png``: the main metric against
-  step and against cumulative bytes sent by all workers, one curve per compressor (one line per
-  seed), one panel per ratio; log scales where the values span more than two decades.
+* ``report_<metric>_vs_step.png``, ``..._vs_bytes.png`` and ``..._vs_modeled_time.png``: the main
+  metric against step, against the cumulative bytes all workers sent on the wire, and against
+  the modeled time, one curve per compressor (one line per seed), one panel per ratio; log scales
+  where the values span more than two decades.
+
+Traffic is what the wire carries (``comm/bytes_sent``: ring collectives, each logical worker a
+host; see README). Modeled time is the α-β cost model's: ``time/step_model_ms`` is the measured
+step with its measured exchange replaced by the model's, on ``net.model_bandwidth``; a logged row
+stands for the steps since the previous one (``log.every``). ``--target metric=value`` (for example
+``linreg/dist_to_opt=1e-3`` or ``eval/accuracy=90``) counts, for each run, the steps and the
+modeled seconds until the metric first reaches the value: at least it for accuracies, at most it
+for losses and distances.
 
 The main metric is ``eval/accuracy`` when runs have it, else ``linreg/dist_to_opt``, else
 ``train/loss``. Runs whose status is not "completed" are listed with their status, not plotted.
@@ -57,8 +68,32 @@ def _mean(records: list[dict[str, Any]], key: str) -> float:
     return statistics.fmean(values) if values else math.nan
 
 
-def run_row(run: dict[str, Any], metric: str) -> dict[str, Any]:
+def modeled_seconds(records: list[dict[str, Any]]) -> list[float]:
+    """Cumulative modeled time at each record, each record's modeled step time standing for the
+    steps since the previous record."""
+    total, previous, times = 0.0, 0, []
+    for r in records:
+        total += (r.get("time/step_model_ms") or 0.0) * (r["step"] - previous) / 1e3
+        previous = r["step"]
+        times.append(total)
+    return times
+
+
+def time_to_target(records: list[dict[str, Any]], target: tuple[str, float] | None) -> tuple[float, float]:
+    """(step, modeled seconds) at which ``target = (metric, value)`` is first reached, or NaNs."""
+    if target is None:
+        return math.nan, math.nan
+    key, value = target
+    higher_is_better = "accuracy" in key
+    for r, seconds in zip(records, modeled_seconds(records)):
+        if r.get(key) is not None and (r[key] >= value if higher_is_better else r[key] <= value):
+            return float(r["step"]), seconds
+    return math.nan, math.nan
+
+
+def run_row(run: dict[str, Any], metric: str, target: tuple[str, float] | None = None) -> dict[str, Any]:
     s = run["summary"]
+    steps_to_target, seconds_to_target = time_to_target(run["records"], target)
     return {
         "run": str(run["dir"]),
         "status": s.get("status", "unknown"),
@@ -68,10 +103,14 @@ def run_row(run: dict[str, Any], metric: str) -> dict[str, Any]:
         "workers": s.get("workers"),
         "seed": s.get("seed"),
         metric: s.get(metric),
+        "exchange": s.get("exchange"),
         "bytes_total": s.get("comm/bytes_total"),
         "compression": s.get("comm/compression"),
         "select_ms_mean": _mean(run["records"], "time/select_ms"),
         "step_ms_mean": _mean(run["records"], "time/step_ms"),
+        "step_model_ms_mean": _mean(run["records"], "time/step_model_ms"),
+        "steps_to_target": steps_to_target,
+        "modeled_s_to_target": seconds_to_target,
     }
 
 
@@ -86,7 +125,7 @@ def _mean_std(values: list[float]) -> str:
     return f"{fmt.format(mean)} ± {fmt.format(statistics.stdev(values))}"
 
 
-def aggregate(rows: list[dict[str, Any]], metric: str) -> list[dict[str, str]]:
+def aggregate(rows: list[dict[str, Any]], metric: str, target: tuple[str, float] | None = None) -> list[dict[str, str]]:
     """One row per setting over its completed runs; seeds aggregated as mean ± sample std."""
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
@@ -99,10 +138,16 @@ def aggregate(rows: list[dict[str, Any]], metric: str) -> list[dict[str, str]]:
             **dict(zip(SETTING, (str(k) for k in key))),
             "seeds": ",".join(str(m["seed"]) for m in members),
             f"final {metric}": _mean_std([m[metric] for m in members]),
-            "total bytes": _mean_std([m["bytes_total"] for m in members]),
+            "exchange": "/".join(sorted({str(m["exchange"]) for m in members})),
+            "wire bytes, all workers": _mean_std([m["bytes_total"] for m in members]),
             "compression": _mean_std([m["compression"] for m in members]),
             "mean select ms": _mean_std([m["select_ms_mean"] for m in members]),
             "mean step ms": _mean_std([m["step_ms_mean"] for m in members]),
+            "mean modeled step ms": _mean_std([m["step_model_ms_mean"] for m in members]),
+            **({
+                f"steps to {target[0]}={target[1]:g}": _mean_std([m["steps_to_target"] for m in members]),
+                "modeled s to target": _mean_std([m["modeled_s_to_target"] for m in members]),
+            } if target else {}),
         })
     return table
 
@@ -116,8 +161,16 @@ def _markdown(table: list[dict[str, str]]) -> list[str]:
     return lines
 
 
+X_LABELS = {
+    "step": "step",
+    "comm/bytes_total": "cumulative bytes on the wire, all workers (B)",
+    "modeled_s": "modeled time (s): measured compute + the cost model's exchange",
+}
+
+
 def plot(runs: list[dict[str, Any]], metric: str, x_key: str, path: Path) -> None:
-    """The main metric against ``x_key`` (step or bytes): a panel per ratio, a colour per compressor."""
+    """The main metric against ``x_key`` (a key of :data:`X_LABELS`): a panel per ratio, a colour
+    per compressor."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -136,16 +189,15 @@ def plot(runs: list[dict[str, Any]], metric: str, x_key: str, path: Path) -> Non
             s = run["summary"]
             if s["ratio"] != ratio:
                 continue
-            points = [(r[x_key], r[metric]) for r in run["records"] if r.get(metric) is not None and r.get(x_key)]
+            xs = modeled_seconds(run["records"]) if x_key == "modeled_s" else [r.get(x_key) for r in run["records"]]
+            points = [(x, r[metric]) for x, r in zip(xs, run["records"]) if r.get(metric) is not None and x]
             label = s["compressor"] if s["compressor"] not in labelled else None
             labelled.add(s["compressor"])
             ax.plot(*zip(*points), color=colours[s["compressor"]], label=label, lw=1.2)
         ax.set_title(f"ratio (k/d) = {ratio}")
         if x_key == "comm/bytes_total":
             ax.set_xscale("log")
-            ax.set_xlabel("cumulative bytes sent, all workers (B)")
-        else:
-            ax.set_xlabel("step")
+        ax.set_xlabel(X_LABELS[x_key])
         if log_y:
             ax.set_yscale("log")
         ax.grid(alpha=0.3, which="both")
@@ -157,14 +209,25 @@ def plot(runs: list[dict[str, Any]], metric: str, x_key: str, path: Path) -> Non
     plt.close(fig)
 
 
-def write_report(root: Path) -> list[Path]:
+def parse_target(text: str) -> tuple[str, float]:
+    """``metric=value`` -> (metric, value); ValueError naming the form otherwise."""
+    key, _, value = text.partition("=")
+    try:
+        return key.strip(), float(value)
+    except ValueError:
+        raise ValueError(f"--target {text!r} is not metric=value, e.g. linreg/dist_to_opt=1e-3") from None
+
+
+def write_report(root: Path, target: tuple[str, float] | None = None) -> list[Path]:
     """Write report.md, report.csv and the PNGs into ``root``; returns their paths."""
     runs = find_runs(root)
     if not runs:
         raise FileNotFoundError(f"no run directories (holding {SUMMARY}) at or below {root}")
     metric = main_metric(runs)
-    rows = [run_row(run, metric) for run in runs]
-    table = aggregate(rows, metric)
+    if target is not None and not any(target[0] in r for run in runs for r in run["records"]):
+        raise ValueError(f"--target {target[0]}: no run logged that metric")
+    rows = [run_row(run, metric, target) for run in runs]
+    table = aggregate(rows, metric, target)
     written = []
 
     csv_path = root / "report.csv"
@@ -175,7 +238,7 @@ def write_report(root: Path) -> list[Path]:
     written.append(csv_path)
 
     slug = metric.replace("/", "_")
-    for x_key, name in (("step", "step"), ("comm/bytes_total", "bytes")):
+    for x_key, name in (("step", "step"), ("comm/bytes_total", "bytes"), ("modeled_s", "modeled_time")):
         path = root / f"report_{slug}_vs_{name}.png"
         plot(runs, metric, x_key, path)
         written.append(path)
@@ -185,8 +248,11 @@ def write_report(root: Path) -> list[Path]:
         f"# sparsetrain report: {root}",
         "",
         f"{len(rows)} runs, main metric `{metric}`. Seeds of the same setting are aggregated as "
-        "mean ± sample std; per-run values are in report.csv. Total bytes: payload bytes sent by all "
-        "workers over the run. Made by `sparsetrain-report`.",
+        "mean ± sample std; per-run values are in report.csv. Wire bytes: what all workers sent over "
+        "the run as the collectives put it on the wire (ring algorithms, each logical worker a host); "
+        "compression: a dense all-reduce's wire bytes over the run's, at the last step. Modeled step: "
+        "the measured step with its exchange replaced by the alpha-beta model's on net.model_bandwidth. "
+        "Made by `sparsetrain-report`.",
         "",
         *_markdown(table),
     ]
@@ -201,12 +267,13 @@ def write_report(root: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="sparsetrain-report", description=__doc__.splitlines()[0])
     parser.add_argument("path", type=Path, help="a run directory or a sweep directory holding runs")
+    parser.add_argument("--target", help="metric=value: steps and modeled seconds to reach it, e.g. eval/accuracy=90")
     args = parser.parse_args(argv)
     if not args.path.is_dir():
         print(f"sparsetrain-report: error: {args.path} is not a directory", file=sys.stderr)
         sys.exit(2)
     try:
-        written = write_report(args.path)
+        written = write_report(args.path, parse_target(args.target) if args.target else None)
     except (FileNotFoundError, ValueError) as error:
         print(f"sparsetrain-report: error: {error}", file=sys.stderr)
         sys.exit(2)

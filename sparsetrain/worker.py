@@ -70,5 +70,6 @@ def run_worker(job: JobConfig, run_dir: str) -> dict[str, Any] | None:
         return None
     return {
         "k": trainer.parts.k, "dim": trainer.parts.task.dim, "steps": trainer.parts.steps,
-        "steps_per_epoch": trainer.parts.steps_per_epoch, "wall_s": time.perf_counter() - started, **metrics,
+        "steps_per_epoch": trainer.parts.steps_per_epoch, "wall_s": time.perf_counter() - started,
+        "exchange": "+".join(sorted(trainer.exchanges)), **metrics,
     }

@@ -16,12 +16,17 @@ METRIC_KEYS = {
     "train/loss",
     "linreg/dist_to_opt",
     "comm/bytes_sent",
+    "comm/bytes_received",
+    "comm/payload_bytes",
     "comm/bytes_total",
     "comm/compression",
     "comm/selected",
+    "comm/allreduce",
     "time/select_ms",
     "time/comm_ms",
     "time/step_ms",
+    "time/comm_model_ms",
+    "time/step_model_ms",
 }
 
 
@@ -36,10 +41,17 @@ def test_topk_run_writes_metrics_summary_and_tensorboard(tmp_path):
     assert all(METRIC_KEYS <= r.keys() for r in records)
     assert summary["status"] == "completed" and summary["compressor"] == "topk" and summary["k"] == 50
     assert all(summary[key] == records[-1][key] for key in METRIC_KEYS)
-    # Top-k sends exactly 8k bytes; 2 workers of a ring all-reduce send 2 (P-1)/P 4d = 400.
-    assert {r["comm/bytes_sent"] for r in records} == {400.0}
+    # Top-k's 2 workers each send their 8k bytes and receive the other's (ring all-gather: (P-1) 8k);
+    # a ring all-reduce of d floats would send 2 (P-1)/P 4d = 400 too, so auto keeps the all-gather.
+    assert {(r["comm/bytes_sent"], r["comm/bytes_received"], r["comm/payload_bytes"]) for r in records} == {
+        (400.0, 400.0, 400.0)}
+    assert {r["comm/allreduce"] for r in records} == {0.0}
     assert records[-1]["comm/bytes_total"] == 50 * 2 * 400
     assert records[-1]["comm/compression"] == 1.0
+    # the alpha-beta model on 10 Gbit/s with 10 us per ring step: 1 step + 400 bytes x 8 / 1e10
+    assert records[-1]["time/comm_model_ms"] == pytest.approx(1e3 * (10e-6 + 400 * 8 / 1e10), rel=1e-12)
+    assert records[-1]["time/step_model_ms"] == pytest.approx(
+        records[-1]["time/step_ms"] - records[-1]["time/comm_ms"] + records[-1]["time/comm_model_ms"], rel=1e-12)
     assert (run_dir / ".hydra" / "config.yaml").exists()
 
     events = EventAccumulator(str(run_dir))
@@ -85,21 +97,22 @@ def _trajectory(run_dir):
     return np.array([[r["train/loss"], r["linreg/dist_to_opt"]] for r in records])
 
 
-@pytest.mark.parametrize("compressor", ["topk", "dense"])
-def test_layout_does_not_change_the_result(tmp_path, compressor):
+@pytest.mark.parametrize("job", [["compressor=topk", "exchange=allgather"], ["compressor=topk", "exchange=allreduce"],
+                                 ["compressor=dense"]], ids=["gathered", "summed", "dense"])
+def test_layout_does_not_change_the_result(tmp_path, job):
     """4 logical workers as 1x4, 2x2 and 4x1 (processes x workers each), one thread each."""
     runs = {}
     for nproc in (1, 2, 4):
-        run_dir = tmp_path / f"{compressor}{nproc}"
+        run_dir = tmp_path / f"run{nproc}"
         sparsetrain(
-            run_dir, "task=linreg", f"compressor={compressor}", "ratio=0.3", f"dist.nproc={nproc}", "dist.workers=4",
+            run_dir, "task=linreg", *job, "ratio=0.3", f"dist.nproc={nproc}", "dist.workers=4",
             "train.steps=60", "log.tensorboard=false", env={"OMP_NUM_THREADS": "1"},
         )
         runs[nproc] = _trajectory(run_dir)
     for nproc in (2, 4):
-        if compressor == "topk":  # sparse contributions are summed in worker order on every layout
+        if "exchange=allgather" in job:  # sparse contributions are summed in worker order on every layout
             assert np.array_equal(runs[nproc], runs[1])
-        else:  # the dense all-reduce sums in a layout-dependent order
+        else:  # an all-reduce (dense, or of the densely summed payloads) sums in a layout-dependent order
             np.testing.assert_allclose(runs[nproc], runs[1], rtol=1e-5)
 
 
@@ -195,8 +208,11 @@ def test_every_compressor_trains_end_to_end(tmp_path, compressor):
     assert summary["linreg/dist_to_opt"] < records[0]["linreg/dist_to_opt"]
     variable = compressor == "gaussiank"
     for r in records:
-        assert r["comm/bytes_sent"] == 8 * r["comm/selected"] + (4 if variable else 0)
-        assert variable or r["comm/selected"] == 30
+        assert r["comm/payload_bytes"] == 8 * r["comm/selected"] + (4 if variable else 0)
+        # 4 workers x 30 of 100 entries: gathering them (3 x 240 bytes) costs more than a dense
+        # all-reduce (2 x 3/4 x 400), which auto picks; Gaussian-k's counts travel first (3 x 4)
+        assert variable or (r["comm/selected"] == 30 and r["comm/bytes_sent"] == 600 and r["comm/allreduce"] == 1)
+        assert r["comm/bytes_received"] == r["comm/bytes_sent"]
 
 
 def test_two_nodes_on_one_host(tmp_path):
@@ -239,3 +255,10 @@ def test_a_failed_job_does_not_stop_the_sweep(tmp_path):
     assert result.stderr.strip().splitlines()[-1] == (
         f"sparsetrain: error: 1 job(s) of the sweep failed, the first {tmp_path / 'sw' / '0'}: RuntimeError: boom"
     )
+
+
+def test_summary_names_the_exchange_used(tmp_path):
+    sparsetrain(tmp_path / "run", "task=linreg", "compressor=topk", "ratio=0.6", "dist.nproc=2", "dist.workers=4",
+                "train.steps=3", "log.tensorboard=false")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["exchange"] == "allreduce"  # 4 x 60 entries of 100: fill-in, a dense all-reduce is cheaper

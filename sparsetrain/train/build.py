@@ -44,7 +44,7 @@ def build_components(job: JobConfig, layout: WorkerLayout, device: torch.device)
     return Components(
         task=task,
         compressors=compressors,
-        exchange=build_exchange(type(compressors[0]), task.dim, k, layout, device),
+        exchange=build_exchange(type(compressors[0]), task.dim, k, layout, device, mode=job.exchange),
         optimizer=FlatSGD(
             task.flat_params, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay,
             nesterov=train.nesterov, decay_size=task.dim if train.decay_norm_and_bias else task.decay_size,

@@ -22,6 +22,7 @@ from sparsetrain.config import JobConfig
 from sparsetrain.exchange import CommStats, dense_bytes
 from sparsetrain.layout import WorkerLayout
 from sparsetrain.metrics import MetricsLogger, NullLogger
+from sparsetrain.net.cost import parse_rate
 from sparsetrain.progress import Progress
 from sparsetrain.summary import hparams
 from sparsetrain.timing import Stopwatch
@@ -45,7 +46,9 @@ class Trainer:
         self.nonfinite = NonfiniteGuard(job.train.nonfinite, self.parts.compressors, self.parts.task.flat_params)
         self.reject = RejectGuard(job.train.reject_factor)
         self.dense_bytes = dense_bytes(self.parts.task.dim, layout.num_workers)
+        self.model_link = (parse_rate(job.net.model_bandwidth), job.net.model_latency_us * 1e-6)
         self.bytes_total = 0.0
+        self.exchanges: set[str] = set()
         self.select_watch, self.comm_watch, self.step_watch = (Stopwatch(device) for _ in range(3))
 
     def run(self) -> dict[str, float]:
@@ -63,6 +66,7 @@ class Trainer:
             for step in range(start + 1, steps + 1):
                 loss_sum, stats = self.step(step)
                 self.bytes_total += stats.bytes_sent * self.layout.num_workers
+                self.exchanges.add("allreduce" if stats.summed or self.parts.exchange.dense else "allgather")
                 evaluated = self.parts.task.evaluate() if self.eval_due(step) else {}
                 if evaluated or step % self.job.log.every == 0 or step == steps:
                     measured = (float(loss_sum), self.select_watch.ms, self.comm_watch.ms, self.step_watch.ms)
@@ -117,21 +121,25 @@ class Trainer:
         return step == self.parts.steps or step % self.parts.steps_per_epoch == 0 or bool(every and step % every == 0)
 
     def shared_metrics(self, step: int, stats: CommStats, evaluated: dict[str, float]) -> dict[str, float]:
-        """This step's metrics that are identical on every process."""
-        if type(self.parts.compressors[0]).dense:
-            compression = 1.0
-        else:
-            compression = self.dense_bytes / stats.bytes_sent if stats.bytes_sent else float("nan")
+        """This step's metrics that are identical on every process: traffic as the wire carries it
+        (:mod:`sparsetrain.exchange`) and its α-β time on the model's link."""
+        if stats.bytes_sent:
+            compression = self.dense_bytes / stats.bytes_sent
+        else:  # a single worker: nothing crosses a wire, for dense or sparse
+            compression = 1.0 if self.dense_bytes == 0 else float("nan")
         return {
             **self.parts.task.metrics(),
             **evaluated,
             "train/lr": self.parts.optimizer.lr,
             "train/epoch": step / self.parts.steps_per_epoch,
             "comm/bytes_sent": stats.bytes_sent,
-            "comm/wire_bytes": stats.wire_bytes,
+            "comm/bytes_received": stats.bytes_received,
+            "comm/payload_bytes": stats.payload_bytes,
             "comm/bytes_total": self.bytes_total,
             "comm/compression": compression,
             "comm/selected": stats.selected,
+            "comm/allreduce": float(stats.summed or self.parts.exchange.dense),
+            "time/comm_model_ms": 1e3 * sum(c.seconds(*self.model_link) for c in stats.collectives),
             **self.reject.metrics(),
             **self.nonfinite.metrics(),
         }

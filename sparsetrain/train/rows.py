@@ -92,6 +92,8 @@ class MetricRows:
     def _log(self, sums: list[list[float]], workers: int, processes: int) -> None:
         for (step, _, shared), values in zip(self.pending, sums):
             local = LocalMeasurements(*values).averaged(workers, processes)
+            if "time/comm_model_ms" in shared:  # the step as the model's link would have it
+                local["time/step_model_ms"] = local["time/step_ms"] - local["time/comm_ms"] + shared["time/comm_model_ms"]
             self.last = {"train/loss": local.pop("train/loss"), **shared, **local}
             self.logger.log(step, self.last)
         self.pending = []

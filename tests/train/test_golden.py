@@ -29,8 +29,12 @@ TRAJECTORY = (
 
 LINREG = ["task=linreg", "ratio=0.3", "dist.nproc=2", "dist.workers=4", "train.steps=30", "train.momentum=0.5",
           "log.tensorboard=false", "ckpt.every=0"]
+GATHERED = ["exchange=allgather"]
+"""The recording (aece535) gathered every sparse payload; exchange=auto would now sum these
+(4 x 30 of 100 entries) densely, which may round an entry's sum differently."""
 JOBS = {
-    **{f"linreg_{c}": [*LINREG, f"compressor={c}"] for c in ("dense", "topk", "gaussiank", "regtopk", "randomk")},
+    "linreg_dense": [*LINREG, "compressor=dense"],
+    **{f"linreg_{c}": [*LINREG, f"compressor={c}", *GATHERED] for c in ("topk", "gaussiank", "regtopk", "randomk")},
     "cifar10_smoke_regtopk": ["+experiment=smoke", "task.synthetic=true", "task.synthetic_samples=64",
                               "compressor=regtopk", "train.steps=4", "log.eval_every=2", "log.tensorboard=false"],
 }

@@ -1,14 +1,13 @@
-"""Check a composed job against the schema and resolve its ``auto`` values, before any worker starts.
+"""A composed job against the schema (:mod:`sparsetrain.config`): keys, types and ranges.
 
-What Hydra's structured config (:mod:`sparsetrain.config`) does not check is checked here, each
-problem a :class:`~sparsetrain.errors.ConfigError` naming the key:
+What Hydra's structured config does not check by itself:
 
-* keys the schema does not know, added with ``+key=`` (the closest known key is suggested);
+* keys the schema does not know, added with ``+key=`` (the closest known key is named);
 * strict types: OmegaConf reads ``2`` as ``true`` and ``"3"`` as an integer; a value given on
   the command line must already be of the key's type (booleans booleans, integers integers);
 * ranges and choices, from each field's metadata;
-* rules that span keys (nesterov needs momentum, a kill needs a step, workers per process, ...);
-* the component's own rules: ``Task.check`` and ``Compressor.check``, which own their keys.
+* a task's or compressor's options, against its class's keyword parameters (the component owns
+  its keys, :mod:`sparsetrain.components`).
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ import difflib
 import typing
 from typing import Any
 
-import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from sparsetrain import components
@@ -27,7 +25,10 @@ from sparsetrain.config import JobConfig
 from sparsetrain.errors import ConfigError, check_number, require
 from sparsetrain.tasks.base import Task
 
-__all__ = ["SCHEMA_TYPES", "check_job", "check_value", "closest", "describe_type", "known_keys"]
+__all__ = [
+    "GROUP_BASES", "SCHEMA_TYPES", "build", "check_types", "check_value", "closest", "component", "describe_type",
+    "known_keys",
+]
 
 GROUP_BASES = {"task": Task, "compressor": Compressor}
 
@@ -76,12 +77,12 @@ def _is_instance(value: Any, hint: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     if hint is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
+    if hint is str:  # a number is a fine string (a rate of 10 is refused by its own check, with its form)
+        return isinstance(value, (str, int, float)) and not isinstance(value, bool)
     return True
 
 
-def _component(job: dict[str, Any], group: str) -> tuple[type, dict[str, Any]]:
+def component(job: dict[str, Any], group: str) -> tuple[type, dict[str, Any]]:
     """The class of ``job[group]`` and its options with the class's defaults filled in; unknown
     and ill-typed options are refused."""
     entry = job[group]
@@ -188,13 +189,20 @@ def _raw_overrides(overrides: list[str], job: dict[str, Any]) -> None:
         check_value(key, override.value(), hint)
 
 
-def check_job(job: dict[str, Any], overrides: list[str] = (), *, visible_gpus: int | None = None) -> JobConfig:
-    """Check ``job`` (the composed config as plain data, with the command line's ``overrides``),
-    fill in its ``auto`` dist values and return it as a :class:`~sparsetrain.config.JobConfig`."""
+def build(cls: type, data: dict[str, Any]) -> Any:
+    """The schema dataclass ``cls`` holding ``data`` (already checked), nested sections included."""
+    hints = typing.get_type_hints(cls)
+    return cls(**{
+        f.name: build(hints[f.name], data[f.name]) if dataclasses.is_dataclass(hints[f.name]) else data[f.name]
+        for f in dataclasses.fields(cls) if f.name in data
+    })
+
+
+
+def check_types(job: dict[str, Any], overrides: list[str]) -> None:
+    """Unknown keys, the command line's raw values, every value's type, ranges and choices."""
     _unknown_keys(job, known_keys(job))
-    task_cls, task_options = _component(job, "task")
-    compressor_cls, compressor_options = _component(job, "compressor")
-    _raw_overrides(list(overrides), job)
+    _raw_overrides(overrides, job)
     for key, hint in SCHEMA_TYPES.items():
         if key not in GROUP_BASES:
             section, _, name = key.rpartition(".")
@@ -202,78 +210,3 @@ def check_job(job: dict[str, Any], overrides: list[str] = (), *, visible_gpus: i
             if name in node:
                 check_value(key, node[name], hint)
     _ranges(JobConfig, job)
-    train, dist = job["train"], job["dist"]
-    require(
-        train["epochs"] is not None or train["steps"] is not None,
-        "train.epochs and train.steps are both null: set train.epochs=<passes over the data> or train.steps=<n>",
-    )
-    require(
-        not train["nesterov"] or train["momentum"] > 0,
-        "train.nesterov=true needs train.momentum > 0: set train.momentum (e.g. 0.9) or train.nesterov=false",
-    )
-    require(
-        all(0 < m < 1 for m in train["milestones"]),
-        f"train.milestones={train['milestones']!r} is not allowed: use a list of fractions of the run between 0 and 1",
-    )
-    _resolve_dist(dist, torch.cuda.device_count() if visible_gpus is None else visible_gpus)
-    processes = dist["nproc"] * dist["nnodes"]
-    fault = job["fault"]
-    require(
-        fault["kill_rank"] is None or (fault["kill_rank"] < processes and fault["at_step"] is not None),
-        f"fault.kill_rank={fault['kill_rank']!r} is not allowed: use a rank below {processes}, with fault.at_step",
-    )
-    task_cls.check({k: v for k, v in task_options.items() if k != "_target_"}, num_workers=dist["workers"])
-    compressor_cls.check({k: v for k, v in compressor_options.items() if k != "_target_"})
-    return _build(JobConfig, {**job, "task": task_options, "compressor": compressor_options})
-
-
-def _resolve_dist(d: dict[str, Any], gpus: int) -> None:
-    """Fill in dist.device, dist.backend, dist.nproc and dist.workers where they are auto/null."""
-    if d["device"] == "auto":
-        d["device"] = "cuda" if gpus > 0 else "cpu"
-    require(d["device"] == "cpu" or gpus > 0, "dist.device=cuda but no GPU is visible: use dist.device=cpu (or auto)")
-    if d["backend"] == "auto":
-        d["backend"] = "nccl" if d["device"] == "cuda" else "gloo"
-    require(
-        not (d["backend"] == "nccl" and d["device"] == "cpu"),
-        "dist.backend=nccl needs dist.device=cuda: use dist.backend=gloo for CPU workers",
-    )
-    if d["nproc"] == "auto":
-        d["nproc"] = gpus if d["device"] == "cuda" else 2
-    require(
-        isinstance(d["nproc"], int) and not isinstance(d["nproc"], bool) and d["nproc"] >= 1,
-        f"dist.nproc={d['nproc']!r} is not allowed: use auto or an integer >= 1",
-    )
-    require(
-        d["device"] == "cpu" or d["nproc"] <= gpus,
-        f"dist.nproc={d['nproc']} asks for more GPUs than the {gpus} visible: use dist.nproc<={gpus} or auto",
-    )
-    require(
-        d["node_rank"] < d["nnodes"],
-        f"dist.node_rank={d['node_rank']!r} is not allowed: use 0 .. dist.nnodes-1 ({d['nnodes'] - 1})",
-    )
-    require(d["nnodes"] == 1 or bool(d["rdzv_endpoint"]), "dist.nnodes>1 needs dist.rdzv_endpoint=<node 0 host>:<port>")
-    if d["rdzv_endpoint"]:
-        host, _, port = d["rdzv_endpoint"].rpartition(":")
-        require(
-            bool(host) and port.isdigit() and 0 < int(port) < 65536,
-            f"dist.rdzv_endpoint={d['rdzv_endpoint']!r} is not allowed: use <host>:<port>, e.g. node0:29500",
-        )
-    processes = d["nproc"] * d["nnodes"]
-    if d["workers"] is None:
-        d["workers"] = processes
-    require(
-        d["workers"] >= processes and d["workers"] % processes == 0,
-        f"dist.workers={d['workers']!r} is not allowed: use a multiple of the {processes} processes "
-        f"(dist.nproc * dist.nnodes), or change dist.nproc",
-    )
-
-
-def _build(cls: type, data: dict[str, Any]) -> Any:
-    """The schema dataclass ``cls`` holding ``data`` (already checked), nested sections included."""
-    hints = typing.get_type_hints(cls)
-    return cls(**{
-        f.name: _build(hints[f.name], data[f.name]) if dataclasses.is_dataclass(hints[f.name]) else data[f.name]
-        for f in dataclasses.fields(cls) if f.name in data
-    })
-
