@@ -123,6 +123,11 @@ class Compressor:
             else:
                 setattr(self, name, value)
 
+    def relocate(self, positions: torch.Tensor) -> None:
+        """The buffer's entries moved: entry ``i`` now lives at ``positions[i]`` (a permutation).
+        DDP reorders a bucket's parameters once, after its first iteration; state kept per entry
+        or by index follows them here. Nothing to move by default."""
+
 
 class SparseCompressor(Compressor):
     """A compressor that sends (values, indices) and keeps the rest as a residual.
@@ -155,6 +160,9 @@ class SparseCompressor(Compressor):
 
     def state_dict(self) -> dict[str, Any]:
         return {"residual": self.residual}
+
+    def relocate(self, positions: torch.Tensor) -> None:
+        self.residual = torch.empty_like(self.residual).index_copy_(0, positions, self.residual)
 
 
 class ScanningCompressor(SparseCompressor):

@@ -83,6 +83,10 @@ class RegTopK(ScanningCompressor):
             "prev_aggregate": self.prev_aggregate,
         }
 
+    def relocate(self, positions: torch.Tensor) -> None:
+        super().relocate(positions)
+        self.prev_indices = positions[self.prev_indices]
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.residual.copy_(state["residual"])
         for name in ("prev_indices", "prev_sent", "prev_aggregate"):
