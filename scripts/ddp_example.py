@@ -55,6 +55,7 @@ def main() -> None:
             print(f"step {step:4d}  loss {loss.item():.4f}  sent {stats['comm/bytes_sent'] / 1e3:.1f} kB/step "
                   f"(dense: {4 * sum(p.numel() for p in model.parameters()) / 1e3:.1f} kB)  "
                   f"selected {stats['comm/selected']:.0f}", flush=True)
+    dist.barrier()  # drain gloo's worker threads before exit (pytorch/pytorch#190489)
     dist.destroy_process_group()
 
 

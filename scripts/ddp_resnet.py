@@ -65,6 +65,7 @@ def main() -> None:
     if rank == 0 and args.json:
         with open(args.json, "w") as f:
             json.dump({"step_ms": times, "stats": state.stats() if state is not None else {}}, f)
+    dist.barrier()  # drain gloo's worker threads before exit (pytorch/pytorch#190489)
     dist.destroy_process_group()
 
 

@@ -30,10 +30,13 @@ def _gloo_entry(rank: int, nprocs: int, port: int, fn, args) -> None:
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=nprocs
     )
-    try:
-        fn(rank, nprocs, *args)
-    finally:
-        dist.destroy_process_group()
+    fn(rank, nprocs, *args)
+    # Drain the group before tearing it down: a gloo worker thread that destroys finished work
+    # while the interpreter exits aborts the process ("terminate called without an active
+    # exception", pytorch/pytorch#190489). A rank whose ``fn`` raised skips this and dies; the
+    # spawn context then stops the others.
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def sparsetrain(run_dir: Path, *overrides: str, env: dict | None = None, check: bool = True, cwd=None):
