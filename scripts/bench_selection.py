@@ -79,8 +79,16 @@ def prepared(cls, d: int, ratio: float, grads: list[torch.Tensor], device: torch
     return compressor
 
 
+def kernel_backend(device: torch.device) -> str:
+    """Which native kernels the selectors' scans use on ``device``."""
+    probe = torch.empty(1, device=device)
+    if device.type == "cuda":
+        return "Triton" if kernels.gpu(probe) else "off (torch path)"
+    return "C" if kernels.native(probe) else "off (torch path)"
+
+
 def torch_path(fn):
-    """``fn`` with the native kernels switched off."""
+    """``fn`` with the native kernels (C on CPU, Triton on GPU) switched off."""
 
     def run():
         kernels.ENABLED = False
@@ -102,7 +110,7 @@ def bench(device: torch.device, d: int, ratio: float, distribution: str, repeats
         "exact top-k path": (lambda: topk_magnitude_indices(g, k), k),
     }
     variants = [(name, cls, True) for name, cls in SELECTORS.items()]
-    if device.type == "cpu" and kernels.ENABLED:
+    if kernels.ENABLED:
         variants += [("topk (torch path)", TopK, False), ("gaussiank (torch path)", GaussianK, False)]
     for name, cls, native in variants:
         compressor = prepared(cls, d, ratio, grads[:2], device)
@@ -114,13 +122,12 @@ def bench(device: torch.device, d: int, ratio: float, distribution: str, repeats
             counts.append(compressor.compress(grads[t % len(grads)], t).count)
 
         rows[name] = (run if native else torch_path(run), counts)
-    if device.type == "cpu":
-        residual = prepared(GaussianK, d, ratio, grads[:2], device).residual
-        acc = residual + g
-        gaussiank = GaussianK(d, ratio)
-        counts = []
-        rows["error feedback alone (e += g)"] = (lambda: residual.add_(g), 0)
-        rows["gaussiank selection alone"] = (lambda: counts.append(gaussiank.select(acc, 3).numel()), counts)
+    residual = prepared(GaussianK, d, ratio, grads[:2], device).residual
+    acc = residual + g
+    gaussiank = GaussianK(d, ratio)
+    counts = []
+    rows["error feedback alone (e += g)"] = (lambda: residual.add_(g), 0)
+    rows["gaussiank selection alone"] = (lambda: counts.append(gaussiank.select(acc, 3).numel()), counts)
     medians = interleaved_medians_ms({name: fn for name, (fn, _) in rows.items()}, repeats, device)
     floor = medians.pop("floor")
     records = []
@@ -174,12 +181,13 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(records, indent=1) + "\n")
     gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    backend = "; ".join(f"{device}: {kernel_backend(torch.device(device))}" for device in devices)
     header = [
         "# Selection time against the memory-bandwidth floor",
         "",
         f"Made by `python {' '.join(shlex.quote(a) for a in sys.argv)}` on {datetime.date.today()}, "
         f"{platform.node()} ({os.cpu_count()} cores{gpu}; Python {platform.python_version()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} CPU threads; native CPU kernels {'on' if kernels.ENABLED else 'off (not built)'}). Median of {args.repeats} interleaved rounds (every selector once per round) after 2 warm-up rounds; CUDA timings "
+        f"{torch.get_num_threads()} CPU threads; native kernels: {backend}). Median of {args.repeats} interleaved rounds (every selector once per round) after 2 warm-up rounds; CUDA timings "
         "synchronised. Selectors are timed as sparsetrain runs them (`compress`: error feedback + selection) "
         "on a worker with 2 previous steps of state. `x floor`: time / one `torch.sum` pass over d floats.",
         "",

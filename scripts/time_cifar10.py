@@ -1,6 +1,6 @@
 """Per-step time of ResNet-18 on CIFAR-10 and its split: compute, selection, exchange.
 
-    python scripts/time_cifar10.py [--device cpu] [--batch-size 32] [--steps 12] [--repeats 2]
+    python scripts/time_cifar10.py [--device cpu] [--nproc 2] [--workers N] [--batch-size 32] [--steps 12] [--repeats 2]
                                    [--out results/cifar10/step_time.md]
 
 Runs ``sparsetrain`` on synthetic CIFAR-shaped data (``task.synthetic=true``: the timing does not
@@ -39,6 +39,7 @@ def run(compressor: str, args: argparse.Namespace, run_dir: Path) -> list[dict]:
         f"ratio={args.ratio}", f"dist.device={args.device}", f"dist.nproc={args.nproc}",
         f"train.steps={args.steps}", "train.epochs=null", "log.eval_every=null", "ckpt.every=0",
         "log.tensorboard=false", f"hydra.run.dir={run_dir}",
+        *([f"dist.workers={args.workers}"] if args.workers else []),
     ]
     subprocess.run(cmd, check=True, capture_output=True)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -49,6 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--nproc", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=None, help="logical workers (default: one per process)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--ratio", type=float, default=0.001)
     parser.add_argument("--steps", type=int, default=12)
@@ -68,13 +70,16 @@ def main() -> None:
         machine = torch.cuda.get_device_name(0)
     else:
         machine = f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}"
+    workers = args.workers or args.nproc
+    layout = f"{workers} workers on {args.nproc} process{'es' if args.nproc > 1 else ''}"
     lines = [
-        f"# ResNet-18 on CIFAR-10: time per step and its split ({args.device}, {args.nproc} workers)",
+        f"# ResNet-18 on CIFAR-10: time per step and its split ({args.device}, {layout})",
         "",
         f"Made by `python {' '.join(shlex.quote(a) for a in sys.argv)}` on {datetime.date.today()} "
         f"({platform.node()}: {machine}, Python {platform.python_version()}, torch {torch.__version__}). "
         f"`sparsetrain task=cifar10 task.synthetic=true compressor=<c> ratio={args.ratio} dist.nproc={args.nproc} "
-        f"task.batch_size={args.batch_size} train.steps={args.steps}`: {args.nproc} workers, one per process, "
+        f"{f'dist.workers={workers} ' if args.workers else ''}task.batch_size={args.batch_size} "
+        f"train.steps={args.steps}`: {layout}, "
         f"batch {args.batch_size} per worker, synthetic CIFAR-shaped data, d = 11,173,962. Compressors ran "
         f"interleaved, {args.repeats} rounds; steps 1-{args.warmup} of each run dropped; "
         f"{len(steps[COMPRESSORS[0]])} steps per compressor. Milliseconds; compute = step - select - exchange.",

@@ -11,14 +11,17 @@ threads (``_kernels.c`` says why not threads of its own).
 
 Both backends return the same count and indices for the same threshold (ascending, exact
 comparisons) and leave the same ``a``; moments agree to float rounding (the native one sums float32
-blocks of 256 into float64; torch sums in float32). ``SPARSETRAIN_NATIVE_KERNELS=0`` forces the
-torch path.
+blocks of 256 into float64; torch sums in float32). CUDA buffers go through the same pass in Triton
+(:mod:`~sparsetrain.compressors.triton_kernels`) where triton is installed, torch otherwise.
+``SPARSETRAIN_NATIVE_KERNELS=0`` forces the torch path on both.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
+from types import ModuleType
 
 import torch
 
@@ -29,10 +32,13 @@ try:
 except ImportError:  # built without a C compiler: the torch path runs
     _kernels = None
 
-__all__ = ["ENABLED", "Scan", "native", "scan"]
+__all__ = ["ENABLED", "TRITON_ON_CPU", "Scan", "gpu", "native", "scan"]
 
-ENABLED = _kernels is not None and os.environ.get("SPARSETRAIN_NATIVE_KERNELS", "1") != "0"
-"""Whether the native kernels may run (tests switch it to compare the backends)."""
+ENABLED = os.environ.get("SPARSETRAIN_NATIVE_KERNELS", "1") != "0"
+"""Whether the native kernels (C on CPU, Triton on GPU) may run (tests switch it to compare the backends)."""
+
+TRITON_ON_CPU = False
+"""Tests set it, with ``TRITON_INTERPRET=1``, to run the Triton kernels on CPU buffers."""
 
 CHUNK_MIN = 1 << 18
 """Entries per thread below which splitting a scan over threads costs more than it saves."""
@@ -60,7 +66,27 @@ class Scan:
 
 def native(values: torch.Tensor) -> bool:
     """Whether ``values`` goes through the native kernels: a contiguous float32 CPU buffer."""
-    return ENABLED and values.device.type == "cpu" and values.dtype == torch.float32 and values.is_contiguous()
+    on_cpu = values.device.type == "cpu" and values.dtype == torch.float32 and values.is_contiguous()
+    return ENABLED and _kernels is not None and on_cpu
+
+
+@functools.cache
+def _triton() -> ModuleType | None:
+    """:mod:`~sparsetrain.compressors.triton_kernels`, imported on first use (triton is slow to
+    import and only GPU runs need it), or None where triton is not installed."""
+    try:
+        from sparsetrain.compressors import triton_kernels
+    except ImportError:
+        return None
+    return triton_kernels
+
+
+def gpu(values: torch.Tensor) -> bool:
+    """Whether ``values`` goes through the Triton kernels: a contiguous float32 CUDA buffer (any
+    device under :data:`TRITON_ON_CPU`), with triton installed."""
+    on_device = values.device.type == "cuda" or TRITON_ON_CPU
+    usable = on_device and values.dtype == torch.float32 and values.is_contiguous()
+    return ENABLED and usable and _triton() is not None
 
 
 def _parts(n: int) -> int:
@@ -83,6 +109,9 @@ def scan(
     ``threshold`` is compared in float32, as torch compares a float32 tensor with a Python number.
     """
     cap = max(cap, 0)
+    if gpu(values) and (add is None or gpu(add)):
+        count, indices, found, total, total_sq = _triton().scan_arrays(values, threshold, cap, inclusive, add, moments)
+        return Scan(threshold, inclusive, count, indices, found, total, total_sq)
     if not (native(values) and (add is None or native(add))):
         if add is not None:
             values.add_(add)
