@@ -1,0 +1,259 @@
+"""Is sparse faster than dense on my link? Step time on shaped links, measured and modeled.
+
+    python scripts/bench_network.py [--links 10gbit,1gbit,100mbit] [--steps 6] [--out results/network] [--resume]
+
+For every workload, link and compressor, runs ``sparsetrain ... net.bandwidth=<link>``: the
+workers run in a private network namespace whose loopback a token bucket limits to the link rate
+per host (``sparsetrain/net/shaping.py``), so every collective really takes the time such a link
+takes. Reports the measured median ``time/step_ms``, the α-β model's ``time/step_model_ms`` for
+the same link beside it (``net.model_bandwidth`` defaults to ``net.bandwidth``) and the speed-up
+over dense. Beside them, what a user would otherwise run: plain PyTorch DDP and DDP with PyTorch's
+PowerSGD hook (``scripts/ddp_resnet.py``, same model and batch) under the same shaping.
+
+Workloads: ResNet-18 for CIFAR (synthetic batches of 32 per worker, 2 and 4 worker processes) and
+the RegTop-k paper's linear regression (20 logical workers on 2 processes, d = 100).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from sparsetrain.net import shaping
+from sparsetrain.net.cost import parse_rate
+
+DDP_SCRIPT = Path(__file__).with_name("ddp_resnet.py")
+RESNET = ["task=cifar10", "task.synthetic=true", "task.synthetic_samples=4096", "task.batch_size=32",
+          "task.eval_samples=100", "train.epochs=null", "log.eval_every=null"]
+WORKLOADS = {
+    "resnet18 2w": {"overrides": [*RESNET, "dist.nproc=2"], "nproc": 2, "steps": None},
+    "resnet18 4w": {"overrides": [*RESNET, "dist.nproc=4"], "nproc": 4, "steps": None},
+    "linreg 20w": {"overrides": ["+experiment=paper_linreg"], "nproc": 2, "steps": 60},
+}
+SPARSE = ("topk", "gaussiank", "regtopk", "randomk")
+RATIOS = (0.001, 0.01)
+DDP_HOOKS = {"plain DDP": ["--hook", "none"], "DDP + PowerSGD (rank 4)": ["--hook", "powersgd"]}
+
+
+def median_after(values: list[float], warmup: int) -> float:
+    return statistics.median(values[warmup:])
+
+
+def run_checked(cmd: list[str]) -> None:
+    result = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{shlex.join(cmd)} exited {result.returncode}:\n{result.stderr[-3000:]}")
+
+
+def twice(measure_once, *args):
+    """A run that fails once (a transient rendezvous or teardown failure) is run again."""
+    try:
+        return measure_once(*args)
+    except RuntimeError as error:
+        print(f"retrying after: {str(error)[-500:]}", flush=True)
+        return measure_once(*args)
+
+
+def run_sparsetrain(workload: dict, compressor: str, ratio: float, link: str, steps: int, run_dir: Path) -> list[dict]:
+    cmd = ["sparsetrain", *workload["overrides"], f"compressor={compressor}", f"ratio={ratio}",
+           f"net.bandwidth={link}", f"train.steps={steps}", "log.every=1", "ckpt.every=0",
+           "log.tensorboard=false", f"hydra.run.dir={run_dir}"]
+    run_checked(cmd)
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def run_ddp(hook_args: list[str], nproc: int, link: str, steps: int, out: Path) -> list[float]:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+           str(DDP_SCRIPT), *hook_args, "--steps", str(steps), "--json", str(out)]
+    shaping.run_shaped(run_checked, cmd, rate_bits=parse_rate(link), hosts=nproc)
+    return json.loads(out.read_text())["step_ms"]
+
+
+def measure(args: argparse.Namespace, tmp: Path, partial: Path) -> list[dict]:
+    """Every row, measured or, with ``--resume``, read back from ``partial`` (one JSON row per line,
+    appended as each is measured, so an interrupted benchmark loses at most one run)."""
+    done = [json.loads(line) for line in partial.read_text().splitlines()] if args.resume and partial.exists() else []
+    if not args.resume:
+        partial.write_text("")
+    rows = []
+
+    def record(row: dict) -> None:
+        rows.append(row)
+        with partial.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(f"{row['workload']} {row['link']} {row['method']} {row['ratio']}: {row['step_ms']:.0f} ms "
+              f"(model {row['model_step_ms']})", flush=True)
+
+    def measured(workload: str, link: str, method: str, ratio: float | None) -> dict | None:
+        found = [r for r in done if (r["workload"], r["link"], r["method"], r["ratio"]) == (workload, link, method, ratio)]
+        if found:
+            rows.append(found[0])
+        return found[0] if found else None
+
+    for name, workload in WORKLOADS.items():
+        steps = workload["steps"] or args.steps
+        settings = [("dense", 1.0)] + [(c, r) for r in RATIOS for c in SPARSE]
+        for link in args.links:
+            for compressor, ratio in settings:
+                key = (name, link, f"sparsetrain {compressor}", None if compressor == "dense" else ratio)
+                if measured(*key):
+                    continue
+                run_dir = tmp / f"{name}-{link}-{compressor}-{ratio}".replace(" ", "_")
+                records = twice(run_sparsetrain, workload, compressor, ratio, link, steps, run_dir)
+                record({
+                    "workload": name, "link": link, "method": key[2], "ratio": key[3],
+                    "step_ms": median_after([r["time/step_ms"] for r in records], args.warmup),
+                    "model_step_ms": median_after([r["time/step_model_ms"] for r in records], args.warmup),
+                    "bytes_sent": records[-1]["comm/bytes_sent"], "exchange": records[-1].get("comm/allreduce"),
+                    "steps": len(records) - args.warmup,
+                })
+            if name.startswith("resnet18"):
+                for label, hook_args in DDP_HOOKS.items():
+                    if measured(name, link, label, None):
+                        continue
+                    step_ms = twice(run_ddp, hook_args, workload["nproc"], link, steps, tmp / "ddp.json")
+                    record({"workload": name, "link": link, "method": label, "ratio": None,
+                            "step_ms": median_after(step_ms, args.warmup), "model_step_ms": None,
+                            "bytes_sent": None, "exchange": None, "steps": len(step_ms) - args.warmup})
+    for row in rows:
+        dense = next(r for r in rows if r["workload"] == row["workload"] and r["link"] == row["link"]
+                     and r["method"] == "sparsetrain dense")
+        row["speedup_over_dense"] = dense["step_ms"] / row["step_ms"]
+        row["model_error"] = None if row["model_step_ms"] is None else row["model_step_ms"] / row["step_ms"] - 1
+    return rows
+
+
+def targets(rows: list[dict]) -> list[str]:
+    """The issue's targets, each with the numbers it is judged on."""
+    def row(workload, link, method, ratio=None):
+        return next(r for r in rows if (r["workload"], r["link"], r["method"], r["ratio"]) == (workload, link, method, ratio))
+
+    lines = []
+    if "100mbit" in {r["link"] for r in rows}:
+        topk, dense = row("resnet18 2w", "100mbit", "sparsetrain topk", 0.001), row("resnet18 2w", "100mbit", "sparsetrain dense")
+        share = topk["step_ms"] / dense["step_ms"]
+        lines.append(f"- ResNet-18, 2 workers, 100 Mbit/s: Top-k 0.001 takes {share:.3f} of dense's step time "
+                     f"(target <= 0.25): **{'met' if share <= 0.25 else 'not met'}**.")
+    checked = [r for r in rows if r["workload"].startswith("resnet18") and r["link"] in ("1gbit", "100mbit")
+               and r["method"] in ("sparsetrain dense", "sparsetrain topk")]
+    worst = max(checked, key=lambda r: abs(r["model_error"]), default=None)
+    if worst is not None:
+        within = sum(abs(r["model_error"]) <= 0.2 for r in checked)
+        lines.append(f"- Model within 20% of measured at 1 Gbit/s and 100 Mbit/s, ResNet-18, dense and Top-k: {within} of "
+                     f"{len(checked)} rows; worst {100 * worst['model_error']:+.0f}% ({worst['workload']}, {worst['link']}, "
+                     f"{worst['method']} {worst['ratio'] or ''}): **{'met' if within == len(checked) else 'not met'}**.")
+    return lines
+
+
+def plot(rows: list[dict], links: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    workloads = list(dict.fromkeys(r["workload"] for r in rows))
+    fig, axes = plt.subplots(1, len(workloads), figsize=(5 * len(workloads), 4), squeeze=False)
+    rates = [parse_rate(link) / 1e9 for link in links]
+    for ax, workload in zip(axes[0], workloads):
+        methods = dict.fromkeys((r["method"], r["ratio"]) for r in rows if r["workload"] == workload
+                                and (r["ratio"] in (None, 0.001)))
+        for method, ratio in methods:
+            series = [next(r for r in rows if (r["workload"], r["link"], r["method"], r["ratio"]) == (workload, link, method, ratio))
+                      for link in links]
+            line, = ax.plot(rates, [r["step_ms"] for r in series], marker="o", label=method.replace("sparsetrain ", ""))
+            if series[0]["model_step_ms"] is not None:
+                ax.plot(rates, [r["model_step_ms"] for r in series], linestyle=":", color=line.get_color())
+        ax.set(xscale="log", yscale="log", xlabel="link per host (Gbit/s)", ylabel="median step (ms)",
+               title=f"{workload} (ratio 0.001; dotted: model)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--links", default="10gbit,1gbit,100mbit", type=lambda s: s.split(","))
+    parser.add_argument("--steps", type=int, default=6, help="steps per ResNet-18 run (linreg: 60)")
+    parser.add_argument("--warmup", type=int, default=2, help="steps dropped at the start of every run")
+    parser.add_argument("--out", default="results/network")
+    parser.add_argument("--resume", action="store_true", help="keep the rows an interrupted run measured")
+    args = parser.parse_args()
+    if shaping.unavailable() is not None:
+        sys.exit(f"bench_network: no shaped links here: {shaping.unavailable()}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    partial = out / "network.partial.jsonl"
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = measure(args, Path(tmp), partial)
+    machine = f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}"
+    command = f"python {' '.join(shlex.quote(a) for a in sys.argv)}"
+    (out / "network.json").write_text(json.dumps({"command": command, "date": str(datetime.date.today()),
+                                                  "machine": machine, "warmup": args.warmup, "links": args.links,
+                                                  "rows": rows}, indent=2) + "\n")
+    render(json.loads((out / "network.json").read_text()), out)
+    partial.unlink()
+
+
+def ms(value: float) -> str:
+    return f"{value:.0f}" if value >= 100 else f"{value:.2f}"
+
+
+def render(measured: dict, out: Path) -> None:
+    """``network.md`` and ``network.png`` from what ``network.json`` holds."""
+    rows = measured["rows"]
+    lines = [
+        "# Step time on a bandwidth-limited link: measured, modeled, and against dense and DDP",
+        "",
+        f"Made by `{measured['command']}` on {measured['date']} ({platform.node()}: {measured['machine']}, Python "
+        f"{platform.python_version()}, torch {torch.__version__}). Each row is one run, `sparsetrain <workload> "
+        f"compressor=<c> ratio=<r> net.bandwidth=<link>` (or `scripts/ddp_resnet.py` under the same shaping): "
+        f"median over the steps after the first {measured['warmup']}. Link: per host, a token bucket on a private "
+        "namespace's loopback at workers x rate. Model: the α-β ring model at the same rate and 10 µs "
+        "(`time/step_model_ms` = measured step - measured exchange + modeled exchange). Workloads: ResNet-18 "
+        "for CIFAR, synthetic batches of 32 per worker, one worker per CPU process (2 and 4 processes on this "
+        "2-core machine, so the 4-worker compute is slower); linreg: the RegTop-k paper's linear regression, "
+        "d = 100, 20 logical workers on 2 processes (a logical worker counts as a host).",
+        "",
+        "## Targets",
+        "",
+        *targets(rows),
+        "",
+        "## Reading it",
+        "",
+        "- One run per row, and few steps per ResNet-18 run: rows within about 10% of each other (the "
+        "compute-bound rows at 10 Gbit/s) are within this shared machine's noise. The bandwidth-bound rows "
+        "(dense and plain DDP at 1 Gbit/s and 100 Mbit/s) are not.",
+        "- sparsetrain's dense run exchanges after backward, plain DDP overlaps its all-reduce with backward: "
+        "on the slow links dense is slower than plain DDP, so speed-ups over sparsetrain's dense are larger "
+        "than over plain DDP (the overlap issue).",
+        "- linreg's steps take a millisecond or two, spent in hosting 20 workers per step, not on the link "
+        "(760 bytes per worker for dense): the model, which counts 20 hosts with 10 µs latency, leaves out "
+        "that per-collective overhead, hence its shortfall there. The model targets are judged on ResNet-18.",
+        "",
+        "| workload | link | method | ratio | median step (ms) | model (ms) | model error | speed-up over dense | bytes sent per worker | steps |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        model = "" if r["model_step_ms"] is None else ms(r["model_step_ms"])
+        error = "" if r["model_error"] is None else f"{100 * r['model_error']:+.0f}%"
+        sent = "" if r["bytes_sent"] is None else f"{r['bytes_sent']:.0f}"
+        lines.append(f"| {r['workload']} | {r['link']} | {r['method']} | {r['ratio'] or ''} | {ms(r['step_ms'])} | "
+                     f"{model} | {error} | {r['speedup_over_dense']:.2f} | {sent} | {r['steps']} |")
+    (out / "network.md").write_text("\n".join(lines) + "\n")
+    plot(rows, measured["links"], out / "network.png")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
