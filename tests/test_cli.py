@@ -135,26 +135,6 @@ def test_the_readme_custom_compressor_runs_as_written(tmp_path):
         assert refused.returncode == 2 and "compressor.share" in refused.stderr, refused.stderr
 
 
-def test_failed_worker_exits_nonzero_and_keeps_its_results(tmp_path):
-    (tmp_path / "crash.py").write_text(textwrap.dedent('''
-        from sparsetrain.compressors import TopK
-
-        class CrashAtStep4(TopK):
-            def select(self, acc, step):
-                if step == 4 and self.worker == 1:
-                    raise RuntimeError("boom")
-                return super().select(acc, step)
-    '''))
-    run_dir = tmp_path / "run"
-    result = sparsetrain(
-        run_dir, "task=linreg", "compressor._target_=crash.CrashAtStep4", "dist.nproc=2", "train.steps=10", "log.every=1",
-        env={"PYTHONPATH": str(tmp_path)}, check=False,
-    )
-    assert result.returncode != 0
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "failed"
-
-
 @pytest.mark.parametrize(
     "override, key",
     [

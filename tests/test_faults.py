@@ -113,6 +113,7 @@ def test_a_crash_on_one_rank_is_named_not_its_consequences(tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert _last_line(result).startswith("sparsetrain: error: RuntimeError: boom;")
     records, summary = load_run(run_dir)
+    assert summary["status"] == "failed"
     assert summary["error"] == "RuntimeError: boom" and "raise RuntimeError" in summary["traceback"]
     assert [r["step"] for r in records] == [1, 2, 3]  # rank 0's rows, kept though the collective failed
 

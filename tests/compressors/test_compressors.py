@@ -83,28 +83,32 @@ def test_gaussiank(ratio, refine, heavy_tailed):
 LARGE = FAST_PATH_MIN_D + 4_321
 
 
+def fast_path_case(name: str, ratio: float = 0.002):
+    """``(make, refs)`` for :func:`simulate` at a size where the fast path runs: the compressor
+    ``name`` (topk, regtopk, gaussiank, or gaussiank_plain without refine) and its references."""
+    k = int(ratio * LARGE)
+    if name == "regtopk":
+        refs = [RegTopKReference(LARGE, k, WORKERS, 4.0) for _ in range(WORKERS)]
+        return (lambda w: RegTopK(LARGE, ratio, worker=w, num_workers=WORKERS)), refs
+    if name == "topk":
+        select, make = (lambda a: topk_set(np.abs(a), k)), (lambda w: TopK(LARGE, ratio))
+    else:
+        refine, z = name == "gaussiank", NormalDist().inv_cdf(1 - ratio / 2)
+        select = lambda a: gaussiank_select(a, k, z, refine)  # noqa: E731
+        make = lambda w: GaussianK(LARGE, ratio, refine=refine)  # noqa: E731
+    refs = [Worker(LARGE) for _ in range(WORKERS)]
+    for ref in refs:
+        ref.step = (lambda r: lambda g: Worker.step(r, g, select))(ref)
+    return make, refs
+
+
 @pytest.mark.parametrize("native", [True, False], ids=["native", "torch_path"])
 @pytest.mark.parametrize("name", ["topk", "regtopk", "gaussiank", "gaussiank_plain"])
 def test_fused_error_feedback_and_fast_path_match_the_reference(name, native, monkeypatch):
     """At a size where the fast path runs, error feedback fused with the candidate scan (and
     Gaussian-k's loop on those candidates) gives the reference's indices, values and residuals."""
     monkeypatch.setattr(kernels, "ENABLED", native and kernels.ENABLED)
-    ratio = 0.002
-    k = int(ratio * LARGE)
-    z = NormalDist().inv_cdf(1 - ratio / 2)
-    if name == "regtopk":
-        refs = [RegTopKReference(LARGE, k, WORKERS, 4.0) for _ in range(WORKERS)]
-        make = lambda w: RegTopK(LARGE, ratio, worker=w, num_workers=WORKERS)  # noqa: E731
-    else:
-        refs = [Worker(LARGE) for _ in range(WORKERS)]
-        if name == "topk":
-            select, make = (lambda a: topk_set(np.abs(a), k)), (lambda w: TopK(LARGE, ratio))
-        else:
-            refine = name == "gaussiank"
-            select = lambda a: gaussiank_select(a, k, z, refine)  # noqa: E731
-            make = lambda w: GaussianK(LARGE, ratio, refine=refine)  # noqa: E731
-        for ref in refs:
-            ref.step = (lambda r: lambda g: Worker.step(r, g, select))(ref)
+    make, refs = fast_path_case(name)
     simulate(make, refs, heavy_tailed=True, dim=LARGE, steps=3)
 
 

@@ -14,16 +14,8 @@ import torch
 
 pytest.importorskip("triton")
 
-from sparsetrain.compressors import GaussianK, RegTopK, TopK, kernels  # noqa: E402
-from tests.compressors.test_compressors import (  # noqa: E402
-    LARGE,
-    WORKERS,
-    RegTopKReference,
-    Worker,
-    gaussiank_select,
-    simulate,
-    topk_set,
-)
+from sparsetrain.compressors import kernels  # noqa: E402
+from tests.compressors.test_compressors import LARGE, fast_path_case, simulate  # noqa: E402
 from tests.compressors.test_kernels import values as awkward_values  # noqa: E402
 
 
@@ -90,22 +82,7 @@ def test_compressors_on_the_triton_scan_match_the_reference(on_triton, monkeypat
     """The fast path (sampled threshold, candidates from the scan, error feedback fused, Gaussian-k's
     loop on the candidates) on the Triton scan: the reference's indices, values and residuals."""
     monkeypatch.setattr(on_triton, "BLOCK", 1 << 15)  # fewer interpreted programs; same result
-    ratio = 0.002
-    k = int(ratio * LARGE)
-    if name == "regtopk":
-        refs = [RegTopKReference(LARGE, k, WORKERS, 4.0) for _ in range(WORKERS)]
-        make = lambda w: RegTopK(LARGE, ratio, worker=w, num_workers=WORKERS)  # noqa: E731
-    else:
-        refs = [Worker(LARGE) for _ in range(WORKERS)]
-        if name == "topk":
-            select, make = (lambda a: topk_set(np.abs(a), k)), (lambda w: TopK(LARGE, ratio))
-        else:
-            from statistics import NormalDist
-
-            z = NormalDist().inv_cdf(1 - ratio / 2)
-            select, make = (lambda a: gaussiank_select(a, k, z, True)), (lambda w: GaussianK(LARGE, ratio))
-        for ref in refs:
-            ref.step = (lambda r: lambda g: Worker.step(r, g, select))(ref)
+    make, refs = fast_path_case(name)
     calls = []
     scan_arrays = on_triton.scan_arrays
     monkeypatch.setattr(on_triton, "scan_arrays", lambda *a: calls.append(1) or scan_arrays(*a))
