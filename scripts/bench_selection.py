@@ -181,7 +181,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(records, indent=1) + "\n")
     gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    backend = "; ".join(f"{device}: {kernel_backend(torch.device(device))}" for device in devices)
+    backend = "; ".join(f"{device}: {kernel_backend(device)}" for device in devices)
     header = [
         "# Selection time against the memory-bandwidth floor",
         "",

@@ -64,10 +64,13 @@ class Scan:
     total_sq: float | None = None
 
 
+def _flat_float32(values: torch.Tensor) -> bool:
+    return values.dtype == torch.float32 and values.is_contiguous()
+
+
 def native(values: torch.Tensor) -> bool:
     """Whether ``values`` goes through the native kernels: a contiguous float32 CPU buffer."""
-    on_cpu = values.device.type == "cpu" and values.dtype == torch.float32 and values.is_contiguous()
-    return ENABLED and _kernels is not None and on_cpu
+    return ENABLED and _kernels is not None and values.device.type == "cpu" and _flat_float32(values)
 
 
 @functools.cache
@@ -85,8 +88,7 @@ def gpu(values: torch.Tensor) -> bool:
     """Whether ``values`` goes through the Triton kernels: a contiguous float32 CUDA buffer (any
     device under :data:`TRITON_ON_CPU`), with triton installed."""
     on_device = values.device.type == "cuda" or TRITON_ON_CPU
-    usable = on_device and values.dtype == torch.float32 and values.is_contiguous()
-    return ENABLED and usable and _triton() is not None
+    return ENABLED and on_device and _flat_float32(values) and _triton() is not None
 
 
 def _parts(n: int) -> int:
