@@ -8,7 +8,8 @@ degrees of freedom) it times, as medians over ``--repeats`` rounds after two war
 round calling every function below once (interleaved, so machine noise hits all alike):
   * each selector as sparsetrain runs it: ``compressor.compress`` (error feedback + selection) on a
     worker whose residual already holds previous steps (and, for regtopk, last step's mask and
-    aggregate), for topk, gaussiank, regtopk, randomk;
+    aggregate), for topk, gaussiank (the paper's loop, and with ``exact_k``), regtopk, randomk,
+    dgc (momentum correction, sampled threshold), and topk with float16 payload values;
   * ``torch.topk`` of |a| (the plain reference) and sparsetrain's exact top-k path alone
     (:func:`topk_magnitude_indices` of a, without error feedback);
   * the floor: one pass reading d floats (``torch.sum``);
@@ -33,14 +34,18 @@ import shlex
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
 
-from sparsetrain.compressors import GaussianK, RandomK, RegTopK, TopK, kernels
+from sparsetrain.compressors import DGC, GaussianK, RandomK, RegTopK, TopK, kernels
 from sparsetrain.compressors.selection import topk_magnitude_indices
 
-SELECTORS = {"topk": TopK, "gaussiank": GaussianK, "regtopk": RegTopK, "randomk": RandomK}
+SELECTORS = {
+    "topk": TopK, "gaussiank": GaussianK, "gaussiank exact_k": partial(GaussianK, exact_k=True), "regtopk": RegTopK,
+    "randomk": RandomK, "dgc": DGC, "topk fp16": partial(TopK, value_dtype="float16"),
+}
 
 
 def gradient(d: int, distribution: str, seed: int, device: torch.device) -> torch.Tensor:
@@ -73,7 +78,7 @@ def prepared(cls, d: int, ratio: float, grads: list[torch.Tensor], device: torch
     compressor = cls(d, ratio, worker=1, num_workers=8, seed=0, device=device)
     for step, g in enumerate(grads, start=1):
         payload = compressor.compress(g, step)
-        aggregate = torch.zeros(d, device=device).index_add_(0, payload.indices, payload.values) / 8
+        aggregate = torch.zeros(d, device=device).index_add_(0, payload.indices, payload.values.float()) / 8
         aggregate += g * 0.5  # other workers' contributions
         compressor.observe(aggregate)
     return compressor

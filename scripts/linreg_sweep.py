@@ -1,11 +1,13 @@
 """Reproduce the RegTop-k paper's linear-regression result: Top-k stalls, RegTop-k converges.
 
-    python scripts/linreg_sweep.py [--compressors dense,topk,regtopk] [--ratios 0.4,0.5,0.6,0.7]
-                                   [--steps 2500] [--out results/linreg]
+    python scripts/linreg_sweep.py [--compressors dense,topk,regtopk,gaussiank,dgc] [--ratios 0.4,0.5,0.6,0.7]
+                                   [--half topk,regtopk] [--steps 2500] [--out results/linreg]
 
-Runs one Hydra multirun, ``sparsetrain -m +experiment=paper_linreg compressor=... ratio=...``, and
-a second one of RegTop-k with the authors' script's step guard (``train.reject_factor=100``: skip a
-step whose aggregate's squared norm exceeds 100x the last accepted one; ALGORITHMS.md), then writes
+Runs one Hydra multirun, ``sparsetrain -m +experiment=paper_linreg compressor=... ratio=...``, a
+second one of RegTop-k with the authors' script's step guard (``train.reject_factor=100``: skip a
+step whose aggregate's squared norm exceeds 100x the last accepted one; ALGORITHMS.md), and a third
+of the ``--half`` compressors with half-precision payload values (``compressor.value_dtype=float16``,
+labelled "<compressor> fp16"), then writes
 into ``--out``: ``dist_to_opt.png`` (log10 ||x_t - x*||^2 against step, one curve per compressor,
 one panel per ratio), ``final_distances.md`` (final, minimum and last-500-step median distances,
 with the command, machine and date that made them) and ``final_distances.json``.
@@ -41,6 +43,8 @@ def load_runs(sweep_dir: Path) -> list[dict]:
         summary = json.loads(summary_path.read_text())
         records = [json.loads(line) for line in (summary_path.parent / "metrics.jsonl").read_text().splitlines()]
         label = GUARDED if summary.get("reject_factor") else summary["compressor"]
+        if summary.get("value_dtype", "float32") == "float16":
+            label += " fp16"
         runs.append({"summary": summary, "label": label, "steps": [r["step"] for r in records],
                      "dist": [r["linreg/dist_to_opt"] for r in records],
                      "rejected": records[-1].get("train/rejected_steps")})
@@ -68,7 +72,8 @@ def plot(runs: list[dict], ratios: list[float], compressors: list[str], path: Pa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--compressors", default="dense,topk,regtopk")
+    parser.add_argument("--compressors", default="dense,topk,regtopk,gaussiank,dgc")
+    parser.add_argument("--half", default="topk,regtopk", help="also with float16 payload values ('' for none)")
     parser.add_argument("--ratios", default="0.4,0.5,0.6,0.7")
     parser.add_argument("--steps", type=int, default=2500)
     parser.add_argument("--out", default="results/linreg")
@@ -83,6 +88,9 @@ def main() -> None:
     if "regtopk" in compressors:
         sweeps["guarded"] = ["compressor=regtopk", "train.reject_factor=100"]
         compressors.append(GUARDED)
+    if args.half:
+        sweeps["half"] = [f"compressor={args.half}", "compressor.value_dtype=float16"]
+        compressors += [f"{name} fp16" for name in args.half.split(",")]
     commands, runs = [], []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -110,7 +118,8 @@ def main() -> None:
         f"{platform.node()} ({os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}, "
         f"CPU/gloo, float32), which ran " + " and ".join(f"`{c}`" for c in commands) + f" ({wall:.0f} s for "
         f"{len(runs)} runs). Setting: `+experiment=paper_linreg` (20 workers on 2 processes, d = 100, "
-        "500 samples per worker, lr 0.01, RegTop-k mu = 4, Q = 1e8). Plot: `dist_to_opt.png`. "
+        "500 samples per worker, lr 0.01, RegTop-k mu = 4, Q = 1e8; Gaussian-k as its authors run it; DGC with its "
+        "own momentum 0.9, as `train.momentum` is 0 here). Plot: `dist_to_opt.png`. "
         f"\"{GUARDED}\" adds `train.reject_factor=100` (the authors' script's step rejection; "
         "the number of rejected steps is in parentheses).",
         "",

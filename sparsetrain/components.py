@@ -32,6 +32,7 @@ BUILTIN: dict[str, dict[str, str]] = {
         "gaussiank": "sparsetrain.compressors.gaussiank.GaussianK",
         "regtopk": "sparsetrain.compressors.regtopk.RegTopK",
         "randomk": "sparsetrain.compressors.randomk.RandomK",
+        "dgc": "sparsetrain.compressors.dgc.DGC",
     },
 }
 """The config group options sparsetrain ships, by group: ``compressor=regtopk`` names the class."""

@@ -164,6 +164,10 @@ class JobConfig:
     """Config group: dense, topk, gaussiank, regtopk, randomk, or any Compressor via compressor._target_."""
     ratio: float = number(0.01, 0, 1, low_open=True)
     """Density k/d shared by every compressor; k = max(1, floor(ratio * d))."""
+    ratio_warmup: List[float] = field(default_factory=list)
+    """Density warm-up: the ratio of epochs 0, 1, ... before ``ratio`` applies, for every sparse
+    compressor (sparsetrain/schedule.py); the Gaussian-k authors: [0.015625,0.004] (ratio 0.001),
+    DGC: [0.25,0.0625,0.015625,0.004] (ratio 0.001); empty: none."""
     seed: int = number(0, 0, 2**63 - 1)
     """Seeds the data, the model and every random choice; a run is deterministic on CPU for a seed and layout."""
     exchange: str = choice("auto", "allgather", "allreduce")

@@ -18,7 +18,9 @@ carries it (:mod:`sparsetrain.net.cost`: ring collectives, each logical worker a
 Variable counts travel first (an all-gather of one int32 per worker); payloads are then padded to
 the largest count, and the padding is dropped before the scatter-add, so nothing is lost or added
 twice, and a worker that sends nothing takes part with an empty row (the job never hangs on it).
-Values and indices travel in one float32 buffer (indices bit-cast, not converted).
+Indices and values travel in one byte buffer per worker, as they are (int32 indices, values in
+the compressor's ``value_dtype``: 8 bytes per entry, 6 with half-precision values, a row padded to
+whole int32s), and are summed in float32.
 """
 
 from __future__ import annotations
@@ -44,6 +46,12 @@ ENTRY_BYTES = VALUE_BYTES + INDEX_BYTES
 COUNT_BYTES = 4
 
 
+def row_bytes(width: int, value_bytes: int = VALUE_BYTES) -> int:
+    """One worker's all-gathered row for ``width`` entries: int32 indices, then the values, padded
+    to whole int32s so that every row's indices stay aligned."""
+    return INDEX_BYTES * width + INDEX_BYTES * -(-value_bytes * width // INDEX_BYTES)
+
+
 def dense_bytes(dim: int, num_workers: int) -> float:
     """Bytes one worker sends in a ring all-reduce of d float32: ``2 (P-1)/P * 4d``."""
     return allreduce(4 * dim, num_workers).wire_bytes
@@ -54,16 +62,23 @@ class CommStats:
     """This step's exchange, identical on every process; per worker, mean over workers.
 
     collectives: what was issued, with the bytes each put on the wire;
-    payload_bytes: what one worker originated (8 per entry, +4 for its count when counts vary;
+    payload_bytes: what one worker originated (8 per entry, 6 with half-precision values, +4 for its count when counts vary;
         4d for dense), which the wire may carry P-1 times over;
     selected: entries one worker sent;
-    summed: the sparse payloads were summed densely and all-reduced (``exchange=allreduce``).
+    summed: the sparse payloads were summed densely and all-reduced (``exchange=allreduce``);
+    selected_max: the most entries any worker sent (the width payloads were padded to), when
+        counts vary; None: every worker sent ``selected``.
     """
 
     collectives: tuple[Collective, ...]
     payload_bytes: float
     selected: float
     summed: bool
+    most_selected: float | None = None
+
+    @property
+    def selected_max(self) -> float:
+        return self.selected if self.most_selected is None else self.most_selected
 
     @property
     def bytes_sent(self) -> float:
@@ -109,7 +124,7 @@ class SparseExchange:
 
     def __init__(
         self, dim: int, k: int, layout: WorkerLayout, device: torch.device, fixed_count: bool, mode: str = "auto",
-        group: Any = None,
+        group: Any = None, value_dtype: torch.dtype = torch.float32,
     ) -> None:
         if dim >= 2**31:
             raise ValueError("int32 indices address at most 2**31 - 1 entries")
@@ -122,6 +137,8 @@ class SparseExchange:
         self.fixed_count = fixed_count
         self.mode = mode
         self.group = group
+        self.value_dtype = value_dtype
+        self.value_bytes = value_dtype.itemsize
         self._payloads: list[Payload] = []
 
     def put(self, payload: Payload) -> None:
@@ -135,7 +152,7 @@ class SparseExchange:
         if self.mode != "auto":
             return self.mode == "allreduce"
         workers = self.layout.num_workers
-        return allreduce(4 * self.dim, workers).wire_bytes < allgather(ENTRY_BYTES * width, workers).wire_bytes
+        return allreduce(4 * self.dim, workers).wire_bytes < allgather(row_bytes(width, self.value_bytes), workers).wire_bytes
 
     def reduce(self, out: torch.Tensor) -> CommStats:
         """``gbar`` into ``out``; returns this step's traffic."""
@@ -162,40 +179,46 @@ class SparseExchange:
         out.zero_()
         if summed:
             for payload in payloads:
-                out.index_add_(0, payload.indices, payload.values)
+                out.index_add_(0, payload.indices, payload.values.float())
             done = all_reduce_async(out, processes, self.group)
             issued += (allreduce(4 * self.dim, workers),)
         elif width > 0:  # nobody sending anything is known to every process from the counts
             done = self._gather_and_add(payloads, counts, width, out)
-            issued += (allgather(ENTRY_BYTES * width, workers),)
+            issued += (allgather(row_bytes(width, self.value_bytes), workers),)
         else:
             done = completed(out)
-        stats = CommStats(issued, mean_count * ENTRY_BYTES + header, mean_count, summed)
+        stats = CommStats(issued, mean_count * (INDEX_BYTES + self.value_bytes) + header, mean_count, summed,
+                          None if self.fixed_count else float(width))
         return done.then(lambda finished: finished.value().div_(workers)), stats
 
     def _gather_and_add(self, payloads: list[Payload], counts: torch.Tensor, width: int, out: torch.Tensor) -> Future:
-        """All-gather (values, indices) padded to ``width`` and scatter-add them in worker order."""
-        send = torch.zeros(len(payloads), 2 * width, dtype=torch.float32, device=self.device)
+        """All-gather (indices, values) padded to ``width`` and scatter-add them in worker order."""
+        values_at = INDEX_BYTES * width
+        send = torch.zeros(len(payloads), row_bytes(width, self.value_bytes), dtype=torch.uint8, device=self.device)
         for row, payload in zip(send, payloads):
             n = payload.count
-            row[:n] = payload.values
-            row[width : width + n] = payload.indices.to(torch.int32).view(torch.float32)
+            if n:  # (an empty tensor cannot be viewed as bytes)
+                row[: INDEX_BYTES * n] = payload.indices.to(torch.int32).view(torch.uint8)
+                row[values_at : values_at + self.value_bytes * n] = payload.values.to(self.value_dtype).view(torch.uint8)
 
-        def scatter_add(gathered: Future) -> torch.Tensor:  # (P, 2 * width), worker order
+        def scatter_add(gathered: Future) -> torch.Tensor:  # (P, row bytes), worker order
             rows = gathered.value()
-            values, indices = rows[:, :width], rows[:, width:].view(torch.int32)
+            indices = rows[:, :values_at].view(torch.int32)
+            values = rows[:, values_at : values_at + self.value_bytes * width].view(self.value_dtype)
             if not self.fixed_count:
                 valid = torch.arange(width, device=self.device) < counts.to(self.device)[:, None]
                 values, indices = values[valid], indices[valid]
-            return out.index_add_(0, indices.reshape(-1).long(), values.reshape(-1))
+            return out.index_add_(0, indices.reshape(-1).long(), values.reshape(-1).float())
 
         return all_gather_rows_async(send, self.layout.processes, self.group).then(scatter_add)
 
 
 def build_exchange(
-    compressor_cls: type, dim: int, k: int, layout: WorkerLayout, device: torch.device, mode: str = "auto"
+    compressor_cls: type, dim: int, k: int, layout: WorkerLayout, device: torch.device, mode: str = "auto",
+    value_dtype: torch.dtype = torch.float32,
 ) -> DenseExchange | SparseExchange:
     """The exchange that matches a compressor class's ``dense`` / ``fixed_count`` traits."""
     if compressor_cls.dense:
         return DenseExchange(dim, layout, device)
-    return SparseExchange(dim, k, layout, device, fixed_count=compressor_cls.fixed_count, mode=mode)
+    return SparseExchange(dim, k, layout, device, fixed_count=compressor_cls.fixed_count, mode=mode,
+                          value_dtype=value_dtype)

@@ -15,7 +15,8 @@ directory itself may be a single run) and writes into it:
 
 Traffic is what the wire carries (``comm/bytes_sent``: ring collectives, each logical worker a
 host; see README). Modeled time is the α-β cost model's: ``time/step_model_ms`` is the measured
-step with its measured exchange replaced by the model's, on ``net.model_bandwidth``; a logged row
+step with its measured exchange replaced by the model's, on ``net.model_bandwidth`` (less what
+backward hid, with ``compressor.scope=bucket``); a logged row
 stands for the steps since the previous one (``log.every``). ``--target metric=value`` (for example
 ``linreg/dist_to_opt=1e-3`` or ``eval/accuracy=90``) counts, for each run, the steps and the
 modeled seconds until the metric first reaches the value: at least it for accuracies, at most it
@@ -107,6 +108,7 @@ def run_row(run: dict[str, Any], metric: str, target: tuple[str, float] | None =
         "bytes_total": s.get("comm/bytes_total"),
         "compression": s.get("comm/compression"),
         "select_ms_mean": _mean(run["records"], "time/select_ms"),
+        "in_range": _mean(run["records"], "comm/in_range"),
         "step_ms_mean": _mean(run["records"], "time/step_ms"),
         "step_model_ms_mean": _mean(run["records"], "time/step_model_ms"),
         "steps_to_target": steps_to_target,
@@ -132,6 +134,7 @@ def aggregate(rows: list[dict[str, Any]], metric: str, target: tuple[str, float]
         if row["status"] == "completed":
             groups[tuple(row[k] for k in SETTING)].append(row)
     table = []
+    thresholded = any(math.isfinite(row["in_range"]) for row in rows)  # Gaussian-k: its loop's outcome
     for key in sorted(groups, key=lambda k: tuple(str(x) for x in k)):
         members = groups[key]
         table.append({
@@ -142,6 +145,7 @@ def aggregate(rows: list[dict[str, Any]], metric: str, target: tuple[str, float]
             "wire bytes, all workers": _mean_std([m["bytes_total"] for m in members]),
             "compression": _mean_std([m["compression"] for m in members]),
             "mean select ms": _mean_std([m["select_ms_mean"] for m in members]),
+            **({"steps in [2k/3, 4k/3]": _mean_std([m["in_range"] for m in members])} if thresholded else {}),
             "mean step ms": _mean_std([m["step_ms_mean"] for m in members]),
             "mean modeled step ms": _mean_std([m["step_model_ms_mean"] for m in members]),
             **({

@@ -1,4 +1,5 @@
-"""The run's length and its learning-rate schedule: linear warm-up, then constant, cosine or step decay.
+"""The run's length, its learning-rate schedule (linear warm-up, then constant, cosine or step
+decay) and its density schedule (``ratio_warmup``).
 
 :func:`total_steps` turns ``train.epochs`` and ``train.steps`` into the number of steps.
 
@@ -11,6 +12,14 @@ its first ``warmup`` steps, ending exactly at it. After it:
   warm-up towards 1 at the last (Loshchilov & Hutter 2017, SGDR, without restarts), so no step
   has a rate of exactly 0;
 - ``step``: ``base * gamma^m``, m the number of ``milestones`` (fractions of the run) passed.
+
+``DensitySchedule(step)``: the ratio k/d of step 1..total: ``ratio_warmup[e]`` in epoch e (from 0)
+while the list lasts, then ``ratio``. Sparsification papers train denser at first: the Gaussian-k
+authors' optimizer (hclhkbu/GaussianK-SGD, ``distributed_optimizer.py``) uses 1/64 in epoch 0,
+0.004 in epoch 1, then 0.001 (``ratio_warmup=[0.015625,0.004] ratio=0.001``); Deep Gradient
+Compression (Lin et al. 2018, Sec. 3.3, "warm-up training") raises the sparsity exponentially,
+75%, 93.75%, 98.4375%, 99.6%, then 99.9%, over the first four epochs
+(``ratio_warmup=[0.25,0.0625,0.015625,0.004] ratio=0.001``).
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-__all__ = ["LRSchedule", "SCHEDULES", "total_steps"]
+__all__ = ["DensitySchedule", "LRSchedule", "SCHEDULES", "total_steps"]
 
 SCHEDULES = ("constant", "cosine", "step")
 
@@ -53,3 +62,17 @@ class LRSchedule:
             passed = sum(step > m * self.total for m in self.milestones)
             return self.base * self.gamma**passed
         raise ValueError(f"train.lr_schedule={self.kind!r} is not allowed: use one of {', '.join(SCHEDULES)}")
+
+
+@dataclass(frozen=True)
+class DensitySchedule:
+    """The ratio k/d of a step: ``warmup[epoch]`` in the warm-up epochs, then ``target`` (see the
+    module). A function of the step alone, so a resumed run continues it exactly."""
+
+    target: float
+    warmup: tuple[float, ...]
+    steps_per_epoch: int
+
+    def __call__(self, step: int) -> float:
+        epoch = (step - 1) // self.steps_per_epoch
+        return self.warmup[epoch] if epoch < len(self.warmup) else self.target

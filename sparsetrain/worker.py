@@ -69,7 +69,7 @@ def run_worker(job: JobConfig, run_dir: str) -> dict[str, Any] | None:
     if env.rank != 0:
         return None
     return {
-        "k": trainer.parts.k, "dim": trainer.parts.task.dim, "steps": trainer.parts.steps,
+        "k": trainer.parts.gradients.k, "dim": trainer.parts.task.dim, "steps": trainer.parts.steps,
         "steps_per_epoch": trainer.parts.steps_per_epoch, "wall_s": time.perf_counter() - started,
         "exchange": "+".join(sorted(trainer.exchanges)), **metrics,
     }

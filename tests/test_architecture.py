@@ -18,13 +18,14 @@ from tests.conftest import REPO
 PACKAGE = REPO / "sparsetrain"
 
 LAYERS = [
-    ("sparsetrain.cli", "sparsetrain.report", "sparsetrain.__main__", "sparsetrain.ddp"),
+    ("sparsetrain.cli", "sparsetrain.report", "sparsetrain.__main__"),
     ("sparsetrain.compose",),
     ("sparsetrain.validation", "sparsetrain.rundir"),
     ("sparsetrain.worker",),
     ("sparsetrain.launch",),
     ("sparsetrain.train",),
     ("sparsetrain.summary",),
+    ("sparsetrain.ddp",),
     ("sparsetrain.tasks", "sparsetrain.compressors", "sparsetrain.exchange", "sparsetrain.optim",
      "sparsetrain.schedule", "sparsetrain.checkpoint", "sparsetrain.metrics", "sparsetrain.progress",
      "sparsetrain.collectives", "sparsetrain.net"),

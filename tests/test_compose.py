@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import re
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from sparsetrain import components
 from sparsetrain.compose import check_command_line, register_schemas
@@ -30,11 +32,23 @@ BAD = [
     ("+ratoi=0.5", "ratoi is not a key of sparsetrain's config (did you mean ratio?)"),
     ("train.step=5", "train.step is not a key of sparsetrain's config (did you mean train.steps?)"),
     ("+ratio=0.5", "ratio is already in the config: set it without the + (ratio=...)"),
-    ("compressor=topkk", "compressor=topkk is not an option: use one of dense, gaussiank, randomk, regtopk, topk"),
+    ("compressor=topkk", "compressor=topkk is not an option: use one of dense, dgc, gaussiank, randomk, regtopk, topk"),
     ("task=linreg task.augment=true", "task.augment is not a key of task=linreg"),
     ("compressor=regtopk compressor.muu=3", "compressor.muu is not a key of compressor=regtopk (did you mean compressor.mu?)"),
     # a preset cannot hand one compressor's key to another
-    ("compressor=topk compressor.mu=3", "compressor.mu is not a key of compressor=topk: topk takes no options"),
+    ("compressor=topk compressor.mu=3", "compressor.mu is not a key of compressor=topk: topk takes value_dtype, scope"),
+    ("compressor.scope=layer", "compressor.scope='layer' is not allowed: use one of model, bucket"),
+    ("ratio_warmup=[0.5,0.0]", "ratio_warmup=[0.5, 0.0] is not allowed: use a list of densities in (0, 1]"),
+    ("ratio_warmup=[0.5,1.5]", "ratio_warmup=[0.5, 1.5] is not allowed: use a list of densities in (0, 1]"),
+    ("compressor=dense ratio_warmup=[0.5]", "compressor=dense sends everything: drop ratio_warmup"),
+    ("compressor=dgc train.momentum=0.9", "compressor=dgc applies momentum on each worker before sparsifying"),
+    ("compressor=dgc train.momentum=0.5 train.nesterov=true",
+     "the optimizer's must be off: set train.momentum=0 train.nesterov=false"),
+    ("compressor=dgc compressor.sample_ratio=0.0", "compressor.sample_ratio=0.0 is not allowed: use a number > 0"),
+    ("compressor.value_dtype=float64",
+     "compressor.value_dtype='float64' is not allowed: the exchange carries float32, float16, bfloat16"),
+    ("compressor=topk compressor.scope=bucket dist.nproc=2 dist.workers=4",
+     "compressor.scope=bucket compresses each process's buckets as one worker's, but each process hosts 2 workers"),
     ("compressor=topk +compressor.mu=3", "compressor.mu is not a key of compressor=topk"),
     # booleans are booleans, integers integers
     ("log.tensorboard=maybe", "log.tensorboard=maybe is not allowed: use true or false"),
@@ -42,7 +56,7 @@ BAD = [
     ("task.augment=maybe", "task.augment=maybe is not allowed: use true or false"),
     ("task.synthetic=maybe", "task.synthetic=maybe is not allowed: use true or false"),
     ("task.synthetic=1", "task.synthetic=1 is not allowed: use true or false"),
-    ("compressor=gaussiank compressor.refine=maybe", "compressor.refine=maybe is not allowed: use true or false"),
+    ("compressor=gaussiank compressor.exact_k=maybe", "compressor.exact_k=maybe is not allowed: use true or false"),
     ("train.decay_norm_and_bias=maybe", "train.decay_norm_and_bias=maybe is not allowed: use true or false"),
     ("train.nesterov=maybe", "train.nesterov=maybe is not allowed: use true or false"),
     ("ckpt.every=2.5", "ckpt.every=2.5 is not allowed: use an integer"),
@@ -126,7 +140,22 @@ def test_a_run_directory_that_holds_a_run_is_not_reused(tmp_path):
 @pytest.mark.parametrize("preset", PRESETS)
 @pytest.mark.parametrize("compressor", sorted(components.BUILTIN["compressor"]))
 def test_every_preset_runs_with_every_compressor(preset, compressor):
-    check_command_line([f"+experiment={preset}", f"compressor={compressor}"])
+    """Except DGC with a preset that asks for the optimizer's momentum, which DGC replaces."""
+    overrides = [f"+experiment={preset}", f"compressor={compressor}"]
+    if compressor == "dgc" and preset == "cifar10_fast":
+        with pytest.raises(ConfigError, match="compressor=dgc applies momentum on each worker"):
+            check_command_line(overrides)
+    else:
+        check_command_line(overrides)
+
+
+def test_dgc_turns_the_optimizers_momentum_off():
+    """cifar10's recipe has nesterov momentum 0.9: choosing DGC moves it into the compressor."""
+    printed = subprocess.run(["sparsetrain", "compressor=dgc", "--cfg", "job"], capture_output=True, text=True,
+                             check=True, timeout=120).stdout
+    job = yaml.safe_load(printed)
+    assert job["train"]["momentum"] == 0 and job["train"]["nesterov"] is False
+    assert job["compressor"]["momentum"] == 0.9 and job["compressor"]["_target_"] == "sparsetrain.compressors.dgc.DGC"
 
 
 def readme_examples() -> list[str]:

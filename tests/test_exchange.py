@@ -25,13 +25,14 @@ def counts_for(num_workers: int, fixed: bool) -> list[int]:
     return [7] * num_workers if fixed else [(3 * w) % 11 for w in range(num_workers)]  # worker 0 sends 0
 
 
-def _exchange_worker(rank, nprocs, per_process, fixed, mode, out_dir):
+def _exchange_worker(rank, nprocs, per_process, fixed, mode, out_dir, value_dtype="float32"):
     layout = WorkerLayout.create(rank, nprocs, nprocs * per_process)
     counts = counts_for(layout.num_workers, fixed)
-    exchange = SparseExchange(DIM, 7, layout, torch.device("cpu"), fixed_count=fixed, mode=mode)
+    dtype = getattr(torch, value_dtype)
+    exchange = SparseExchange(DIM, 7, layout, torch.device("cpu"), fixed_count=fixed, mode=mode, value_dtype=dtype)
     for worker in layout.worker_ids:
         indices, values = contributions(worker, counts[worker])
-        exchange.put(Payload(torch.from_numpy(values), torch.from_numpy(indices)))
+        exchange.put(Payload(torch.from_numpy(values).to(dtype), torch.from_numpy(indices)))
     out = torch.full((DIM,), float("nan"))
     stats = exchange.reduce(out)
     np.save(f"{out_dir}/sparse_{rank}.npy", out.numpy())
@@ -126,3 +127,25 @@ def test_all_workers_sending_nothing_gives_zero(tmp_path):
     for rank in range(2):
         got = np.load(tmp_path / f"{rank}.npy")
         assert np.array_equal(got, np.append(np.zeros(DIM), [4.0, 4.0, 0.0]))  # only the counts travelled
+
+
+@pytest.mark.parametrize("value_dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("mode", ["allgather", "allreduce"])
+@pytest.mark.parametrize("fixed", [True, False])
+def test_half_precision_values_travel_in_six_bytes_an_entry(tmp_path, value_dtype, mode, fixed):
+    """3 workers; the rows hold int32 indices, then 2-byte values padded to whole int32s."""
+    run_gloo(_exchange_worker, 3, 1, fixed, mode, str(tmp_path), value_dtype)
+    counts = counts_for(3, fixed)
+    expected = np.zeros(DIM, np.float64)
+    for worker in range(3):
+        indices, values = contributions(worker, counts[worker])
+        expected[indices] += torch.from_numpy(values).to(getattr(torch, value_dtype)).double().numpy()
+    expected /= 3
+    width = max(counts)
+    row = 4 * width + 4 * -(-2 * width // 4)
+    header = 0 if fixed else ring_allgather(4, 3)
+    for rank in range(3):
+        np.testing.assert_allclose(np.load(tmp_path / f"sparse_{rank}.npy"), expected, rtol=1e-6, atol=1e-7)
+        sent, _, payload, _, _ = np.load(tmp_path / f"stats_{rank}.npy")
+        assert sent == header + (ring_allreduce(4 * DIM, 3) if mode == "allreduce" else ring_allgather(row, 3))
+        assert payload == 6 * np.mean(counts) + (0 if fixed else 4)

@@ -36,6 +36,19 @@ def test_killed_rank_restarts_and_ends_bit_identical(tmp_path):
     _same_trajectory(tmp_path / "killed", tmp_path / "clean")
 
 
+def test_a_restarted_run_continues_the_density_warmup(tmp_path):
+    """linreg's epoch is one step: the warm-up spans the kill, and k follows the ratio of each step."""
+    warmup = [0.9, 0.7, 0.5, 0.45, 0.4, 0.35, 0.32]
+    job = [*JOB, "train.steps=12", "ckpt.every=2", f"ratio_warmup=[{','.join(map(str, warmup))}]"]
+    sparsetrain(tmp_path / "clean", *job)
+    sparsetrain(tmp_path / "killed", *job, "fault.kill_rank=1", "fault.at_step=6", "dist.max_restarts=1")
+    _same_trajectory(tmp_path / "killed", tmp_path / "clean", steps=12)
+    records, _ = load_run(tmp_path / "killed")
+    ratios = warmup + [0.3] * 5
+    assert [r["comm/ratio"] for r in records] == ratios
+    assert [r["comm/selected"] for r in records] == [int(100 * r + 1e-9) for r in ratios]
+
+
 def test_a_stopped_run_resumes_in_place(tmp_path):
     sparsetrain(tmp_path / "clean", *JOB)
     stopped = tmp_path / "stopped"

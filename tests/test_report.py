@@ -71,12 +71,13 @@ def test_report_refuses_a_directory_without_runs(tmp_path):
     ]
 
 
-def _fake_run(root, name, compressor, dists, step_model_ms, every=1):
+def _fake_run(root, name, compressor, dists, step_model_ms, every=1, in_range=None):
     """A run directory written by hand: known metrics, so the report's arithmetic is checked exactly."""
     run_dir = root / name
     run_dir.mkdir(parents=True)
     records = [{"step": every * (i + 1), "linreg/dist_to_opt": d, "time/step_model_ms": step_model_ms,
-                "time/step_ms": 2.0, "time/select_ms": 0.1, "comm/bytes_total": 100.0 * (i + 1)}
+                "time/step_ms": 2.0, "time/select_ms": 0.1, "comm/bytes_total": 100.0 * (i + 1),
+                **({"comm/in_range": in_range[i]} if in_range else {})}
                for i, d in enumerate(dists)]
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     summary = {"status": "completed", "task": "linreg", "compressor": compressor, "ratio": 0.5, "workers": 2,
@@ -98,6 +99,16 @@ def test_time_to_target_counts_steps_and_modeled_seconds(tmp_path):
     assert "| steps to linreg/dist_to_opt=0.001 | modeled s to target |" in (tmp_path / "report.md").read_text()
     with Image.open(tmp_path / "report_linreg_dist_to_opt_vs_modeled_time.png") as image:
         assert image.format == "PNG"
+
+
+def test_gaussiank_runs_show_the_fraction_of_steps_in_range(tmp_path):
+    _fake_run(tmp_path, "a", "gaussiank", [3.0, 2.0, 1.0, 0.5], step_model_ms=1.0, in_range=[1.0, 0.0, 0.5, 0.0])
+    _fake_run(tmp_path, "b", "topk", [3.0, 2.0], step_model_ms=1.0)
+    result = subprocess.run(["sparsetrain-report", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = (tmp_path / "report.md").read_text()
+    assert "| steps in [2k/3, 4k/3] |" in report
+    assert "| 0.375 |" in report and "| n/a |" in report  # gaussiank's mean; topk has no loop
 
 
 def test_a_target_on_a_metric_no_run_logged_is_refused(tmp_path):

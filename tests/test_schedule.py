@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from sparsetrain.schedule import LRSchedule, total_steps
+from sparsetrain.schedule import DensitySchedule, LRSchedule, total_steps
 
 
 def test_warmup_rises_linearly_to_the_base_rate():
@@ -39,3 +39,10 @@ def test_total_steps(epochs, steps, per_epoch, expected):
 def test_total_steps_needs_a_length():
     with pytest.raises(ValueError, match="train.epochs or train.steps"):
         total_steps(None, None, 10)
+
+
+def test_density_warmup_follows_epochs_then_the_target():
+    """The Gaussian-k authors' schedule: 1/64 in epoch 0, 0.004 in epoch 1, then the ratio."""
+    schedule = DensitySchedule(0.001, (0.015625, 0.004), steps_per_epoch=3)
+    assert [schedule(s) for s in range(1, 10)] == [0.015625] * 3 + [0.004] * 3 + [0.001] * 3
+    assert {DensitySchedule(0.01, (), 5)(s) for s in range(1, 20)} == {0.01}

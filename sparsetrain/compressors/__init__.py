@@ -11,6 +11,7 @@ feedback.
 
 from sparsetrain.compressors.base import Compressor, Payload, ScanningCompressor, SparseCompressor, density_to_k
 from sparsetrain.compressors.dense import Dense
+from sparsetrain.compressors.dgc import DGC
 from sparsetrain.compressors.gaussiank import GaussianK
 from sparsetrain.compressors.randomk import RandomK
 from sparsetrain.compressors.regtopk import RegTopK

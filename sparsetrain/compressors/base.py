@@ -9,6 +9,12 @@ worker keeps a residual ``e`` (d floats, zero at the start) and every step
     e = a - s          a with the entries of I zeroed
 
 so ``s + e_new == g + e_old`` holds exactly (both sides are the same float32 tensor ``a``).
+
+Half-precision payloads (``value_dtype=float16|bfloat16``, 6 bytes per entry on the wire instead
+of 8; DGC's code sends fp16 values): ``s = decode(encode(a[I]))`` and ``e = a - s``, so the
+rounding error stays in the residual and the invariant still holds exactly: ``a[I] - s`` is exact
+in float32 (Sterbenz: s is within a factor 2 of a[I]). float16 saturates at +-65504, the residual
+keeping the excess (exact up to twice that).
 """
 
 from __future__ import annotations
@@ -22,7 +28,15 @@ import torch
 from sparsetrain.compressors.kernels import Scan
 from sparsetrain.compressors.selection import candidate_scan
 
-__all__ = ["Compressor", "Payload", "ScanningCompressor", "SparseCompressor", "density_to_k"]
+__all__ = ["SCOPES", "VALUE_DTYPES", "Compressor", "Payload", "ScanningCompressor", "SparseCompressor", "density_to_k"]
+
+SCOPES = ("model", "bucket")
+"""What one selection covers (``compressor.scope``): the whole model's gradient, or each DDP bucket
+as backward fills it (:mod:`sparsetrain.train.gradients`)."""
+
+VALUE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+"""The precisions a sparse payload's values travel in (``compressor.value_dtype``)."""
+FLOAT16_MAX = 65504.0
 
 
 def density_to_k(ratio: float, dim: int) -> int:
@@ -39,7 +53,8 @@ class Payload:
     """What one logical worker contributes to the exchange this step.
 
     ``indices is None`` means a dense gradient (``values`` has d entries); otherwise ``values``
-    (float32) and ``indices`` (int64, distinct) have the same length, possibly zero.
+    (float32, or the compressor's ``value_dtype``) and ``indices`` (int64, distinct) have the same
+    length, possibly zero.
     """
 
     values: torch.Tensor
@@ -68,6 +83,8 @@ class Compressor:
     fixed_count: ClassVar[bool] = True
     runtime_arguments: ClassVar[tuple[str, ...]] = ("dim", "ratio", "worker", "num_workers", "seed", "device")
     """Constructor arguments the trainer supplies; every other keyword parameter is a config key."""
+    stat_names: ClassVar[tuple[str, ...]] = ()
+    """The metrics :meth:`stats` returns, logged every step as their mean over workers."""
 
     def __init__(
         self,
@@ -78,16 +95,29 @@ class Compressor:
         num_workers: int = 1,
         seed: int = 0,
         device: torch.device | str = "cpu",
+        scope: str = "model",
     ) -> None:
+        """``scope`` (a config key of every compressor): ``model`` selects from the whole model's
+        gradient once backward has finished, as the papers do; ``bucket`` selects from each of
+        DDP's gradient buckets (k in proportion to its size) while backward goes on, so the
+        exchange overlaps it (:mod:`sparsetrain.train.gradients`)."""
         if not 0 < ratio <= 1:
             raise ValueError(f"ratio must be in (0, 1], got {ratio}")
+        if scope not in SCOPES:
+            raise ValueError(f"compressor.scope={scope!r} is not allowed: use one of {', '.join(SCOPES)}")
         self.dim = dim
-        self.ratio = ratio
-        self.k = density_to_k(ratio, dim)
+        self.set_ratio(ratio)
         self.worker = worker
         self.num_workers = num_workers
         self.seed = seed
         self.device = torch.device(device)
+        self.scope = scope
+
+    def set_ratio(self, ratio: float) -> None:
+        """Send ``k = density_to_k(ratio, dim)`` entries from now on (the density warm-up,
+        :class:`~sparsetrain.schedule.DensitySchedule`); state such as the residual is kept."""
+        self.ratio = ratio
+        self.k = density_to_k(ratio, self.dim)
 
     @classmethod
     def check(cls, options: dict[str, Any]) -> None:
@@ -104,6 +134,10 @@ class Compressor:
     def compress(self, grad: torch.Tensor, step: int) -> Payload:
         """Return what this worker sends for its flat local gradient ``grad`` (d float32)."""
         raise NotImplementedError
+
+    def stats(self) -> tuple[float, ...]:
+        """The last :meth:`compress` call's own statistics, one value per ``stat_names`` entry."""
+        return ()
 
     def observe(self, aggregate: torch.Tensor) -> None:
         """See this step's averaged gradient ``gbar`` (d floats) after the exchange.
@@ -136,8 +170,13 @@ class SparseCompressor(Compressor):
     the residual buffer: one d-sized state, no d-sized temporary of its own.
     """
 
-    def __init__(self, dim: int, ratio: float, **kwargs: Any) -> None:
+    def __init__(self, dim: int, ratio: float, value_dtype: str = "float32", **kwargs: Any) -> None:
+        """``value_dtype``: the precision the sent values travel in, ``float32``, ``float16`` or
+        ``bfloat16`` (the rounding error stays in the residual: see the module)."""
+        if value_dtype not in VALUE_DTYPES:
+            raise ValueError(f"compressor.value_dtype={value_dtype!r} is not allowed: use one of {', '.join(VALUE_DTYPES)}")
         super().__init__(dim, ratio, **kwargs)
+        self.value_dtype = VALUE_DTYPES[value_dtype]
         self.residual = torch.zeros(dim, dtype=torch.float32, device=self.device)
 
     def select(self, acc: torch.Tensor, step: int) -> torch.Tensor:
@@ -151,12 +190,18 @@ class SparseCompressor(Compressor):
         acc = self.residual.add_(grad)
         return self.send(acc, self.select(acc, step))
 
-    @staticmethod
-    def send(acc: torch.Tensor, indices: torch.Tensor) -> Payload:
-        """The payload ``a[I]``; ``a`` (the residual) keeps its other entries: ``e = a - s``."""
+    def send(self, acc: torch.Tensor, indices: torch.Tensor) -> Payload:
+        """The payload ``s = a[I]`` (encoded in ``value_dtype``); ``a`` (the residual) becomes
+        ``e = a - s``: its other entries, and on I what the encoding rounded away."""
         values = acc[indices]
-        acc[indices] = 0
-        return Payload(values, indices)
+        if self.value_dtype == torch.float32:
+            acc[indices] = 0
+            return Payload(values, indices)
+        if self.value_dtype == torch.float16:
+            values = values.clamp(-FLOAT16_MAX, FLOAT16_MAX)
+        encoded = values.to(self.value_dtype)
+        acc[indices] = acc[indices] - encoded.float()
+        return Payload(encoded, indices)
 
     def state_dict(self) -> dict[str, Any]:
         return {"residual": self.residual}

@@ -18,9 +18,14 @@ class Dense(Compressor):
 
     dense = True
 
-    def __init__(self, dim: int, ratio: float = 1.0, **kwargs) -> None:
-        super().__init__(dim, ratio, **kwargs)
-        self.k = dim
+    def __init__(self, dim: int, ratio: float = 1.0, scope: str = "bucket", **kwargs) -> None:
+        """``scope=bucket`` (the default) all-reduces each bucket as backward fills it, as DDP does;
+        ``model`` waits for the whole gradient. The aggregate is the same (see the trainer's
+        :mod:`sparsetrain.train.gradients` for its float32 summation order)."""
+        super().__init__(dim, ratio, scope=scope, **kwargs)
+
+    def set_ratio(self, ratio: float) -> None:
+        self.ratio, self.k = ratio, self.dim
 
     def compress(self, grad: torch.Tensor, step: int) -> Payload:
         return Payload(grad)

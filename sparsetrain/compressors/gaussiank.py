@@ -10,13 +10,23 @@ Alg. 2 (ALGORITHMS.md): the accumulated gradient's entries are roughly bell-shap
 
 picks about k entries in O(d) work. The count varies from step to step and worker to worker.
 
-Deviation (``refine=True``, the default): when |I| is still outside [2k/3, 4k/3] after the three
-evaluations, sparsetrain sends exactly k entries instead, the exact top k (the fast path of
-:func:`~sparsetrain.compressors.selection.topk_magnitude_indices`). This is common under error feedback: the
-residual's tail is depleted by earlier selections, so the Gaussian fit's threshold passes too few
-entries, half of it far too many, and the loop's x0.5 / x1.5 steps cannot land in range (seen in
-results/selection/). ``refine=False`` is the paper's plain behaviour: the last evaluated set,
-however far from k (possibly empty).
+The arithmetic is the authors' (hclhkbu/GaussianK-SGD, ``compression.py``), so that selections
+match theirs index for index: ``std`` is Bessel-corrected (``torch.std``); ``mean`` and ``std``
+are float32 values that become Python floats before ``thr = mean - Phi^{-1}((1 - (1 - rho)) / 2)
+* std`` is formed in float64; the loop's x0.5 / x1.5 act on that float64 value, and every
+comparison rounds it to float32 (a float32 tensor against a Python float). After 3 evaluations
+the last evaluated set is sent, however far from k (possibly empty): no fallback. Not matched:
+``Phi^{-1}`` is Python's ``statistics.NormalDist`` where they call scipy's ``norm.ppf``, and the
+sums behind mean and std are exact float64 sums, where ``torch.mean`` / ``torch.std`` round
+theirs differently; either changes a float32 threshold only in its last bit, and rarely.
+
+Deviation, off by default (``exact_k=true``): when |I| is still outside [2k/3, 4k/3] after the
+evaluations, send exactly k entries instead, the exact top k (the fast path of
+:func:`~sparsetrain.compressors.selection.topk_magnitude_indices`). Under error feedback the
+plain loop often ends out of range (the residual's tail is depleted by earlier selections, so the
+fit's threshold passes too few entries, half of it far too many); with the fallback on, such a
+run mostly sends Top-k. Each step logs how many evaluations ran and whether the count landed in
+range (``comm/threshold_evaluations``, ``comm/in_range``: :meth:`GaussianK.stats`).
 
 Cost: the moments come from the pass that does error feedback
 (:class:`~sparsetrain.compressors.base.ScanningCompressor`), which also collects the ~2k entries
@@ -52,33 +62,45 @@ def float32(x: float) -> float:
 class GaussianK(ScanningCompressor):
     fixed_count = False
     scan_moments = True
+    stat_names = ("comm/threshold_evaluations", "comm/in_range")
 
-    def __init__(self, dim: int, ratio: float, refine: bool = True, max_evaluations: int = 3, **kwargs) -> None:
-        """``refine``: send exactly k when the loop ends outside [2k/3, 4k/3] (a deviation; false is
-        the paper's plain loop); ``max_evaluations``: threshold evaluations (3 in the paper)."""
-        self.check({"refine": refine, "max_evaluations": max_evaluations})
+    def __init__(self, dim: int, ratio: float, exact_k: bool = False, max_evaluations: int = 3, **kwargs) -> None:
+        """``exact_k``: send exactly k when the loop ends outside [2k/3, 4k/3] (a deviation from the
+        paper, off by default); ``max_evaluations``: threshold evaluations (3 in the paper)."""
+        self.check({"exact_k": exact_k, "max_evaluations": max_evaluations})
         super().__init__(dim, ratio, **kwargs)
-        self.refine = refine
+        self.exact_k = exact_k
         self.max_evaluations = max_evaluations
-        self.z = NormalDist().inv_cdf(1 - ratio / 2)
+        self.evaluations, self.in_range = 0, False
+
+    def set_ratio(self, ratio: float) -> None:
+        super().set_ratio(ratio)
+        self.z = -NormalDist().inv_cdf((1 - (1 - ratio)) / 2)  # the authors' p-value arithmetic
         self.low, self.high = 2 * self.k / 3, 4 * self.k / 3
 
     @classmethod
     def check(cls, options: dict[str, Any]) -> None:
         check_number("compressor.max_evaluations", options["max_evaluations"], 1, integer=True)
 
+    def stats(self) -> tuple[float, ...]:
+        """The last selection's threshold evaluations and whether its count landed in [2k/3, 4k/3]."""
+        return float(self.evaluations), float(self.in_range)
+
     def select_scanned(self, acc: torch.Tensor, scan: Scan, step: int) -> torch.Tensor:
         """The threshold loop, given the scan's ``sum(acc)`` and ``sum(acc**2)`` and candidates.
 
-        mean and std come from those two sums (E[a^2] - mean^2, one read pass instead of
-        torch.std_mean's two; gradients have |mean| << std, so the cancellation is mild).
+        mean and the Bessel-corrected std come from those two float64 sums (sum(a^2) - d mean^2,
+        one read pass instead of torch.std_mean's two; gradients have |mean| << std, so the
+        cancellation is mild), each rounded to float32 as the authors' tensors are.
         """
         mean = scan.total / self.dim
-        std = max(0.0, scan.total_sq / self.dim - mean * mean) ** 0.5
-        threshold = mean + self.z * std
+        variance = max(0.0, scan.total_sq - self.dim * mean * mean) / max(1, self.dim - 1)
+        threshold = float32(mean) + self.z * float32(variance**0.5)
         cap = math.floor(self.high)
         candidate_magnitudes = None
-        for _ in range(self.max_evaluations):
+        self.in_range = False
+        for evaluation in range(1, self.max_evaluations + 1):
+            self.evaluations = evaluation
             evaluated = float32(threshold)
             if scan.indices is not None and evaluated >= scan.threshold:
                 if candidate_magnitudes is None:
@@ -96,8 +118,9 @@ class GaussianK(ScanningCompressor):
             elif count > self.high:
                 threshold *= 1.5
             else:
+                self.in_range = True
                 return indices
-        if self.refine:
+        if self.exact_k:
             return topk_magnitude_indices(acc, self.k, scan=scan)
         if indices is None:
             count = kernels.scan(acc, evaluated, 0).count

@@ -69,7 +69,7 @@ class RegTopK(ScanningCompressor):
 
     def compress(self, grad: torch.Tensor, step: int) -> Payload:
         payload = super().compress(grad, step)
-        self.prev_indices, self.prev_sent = payload.indices, payload.values
+        self.prev_indices, self.prev_sent = payload.indices, payload.values.float()
         return payload
 
     def observe(self, aggregate: torch.Tensor) -> None:

@@ -14,10 +14,15 @@ against.
 Buckets of half-precision gradients (a model in fp16 or bf16) are compressed from a float32 copy:
 residuals stay float32 and the payload's values travel as float32; the aggregate is handed back in
 the bucket's dtype and shape, as DDP expects.
+
+Every bucket's compression time and the interval its collective is in flight go to the state's
+timer (:class:`~sparsetrain.ddp.timing.ExchangeTimer`: ``state.timer.finish()`` after backward).
 """
 
 # No `from __future__ import annotations`: DDP checks a hook's annotations as objects
 # (dist.GradBucket, torch.futures.Future[torch.Tensor]), not strings.
+import time
+
 import torch
 import torch.distributed as dist
 from torch.futures import Future
@@ -31,14 +36,19 @@ from sparsetrain.net.cost import allreduce
 __all__ = ["dense_hook", "sparse_hook"]
 
 
-def _all_reduce_bucket(state: SparseState, bucket: dist.GradBucket) -> Future:
-    """DDP's default: divide by the world size first (against fp16 overflow), then sum."""
+def _all_reduce_bucket(state: SparseState, bucket: dist.GradBucket, divide_first: bool) -> Future:
+    """The bucket summed over processes and divided by the number of workers: first, as DDP does
+    (against fp16 overflow), or after, as sparsetrain's exchange does (the same float32 result as
+    its flat all-reduce, and the division leaves backward's thread: it runs as the sum arrives)."""
+    started = time.perf_counter()
     buffer = bucket.buffer()
     nbytes = buffer.numel() * buffer.element_size()
-    state.record(CommStats((allreduce(nbytes, state.world_size),), float(nbytes), float(buffer.numel()), False),
+    state.record(CommStats((allreduce(nbytes, state.num_workers),), float(nbytes), float(buffer.numel()), False),
                  compressed=False)
-    buffer.div_(state.world_size)
-    return all_reduce_async(buffer, state.world_size, state.process_group)
+    if divide_first:
+        buffer.div_(state.num_workers)
+    summed = state.timer.timed(started, started, all_reduce_async(buffer, state.world_size, state.process_group))
+    return summed if divide_first else summed.then(lambda done: done.value().div_(state.num_workers))
 
 
 def _finish(state: SparseState, bucket: dist.GradBucket, future: Future) -> Future:
@@ -49,22 +59,27 @@ def _finish(state: SparseState, bucket: dist.GradBucket, future: Future) -> Futu
 
 def dense_hook(state: SparseState, bucket: dist.GradBucket) -> Future[torch.Tensor]:
     """The plain all-reduce, bit for bit what DDP does without a hook, with its traffic counted."""
-    return _finish(state, bucket, _all_reduce_bucket(state, bucket))
+    return _finish(state, bucket, _all_reduce_bucket(state, bucket, divide_first=True))
 
 
 def sparse_hook(state: SparseState, bucket: dist.GradBucket) -> Future[torch.Tensor]:
     """Compress this bucket with its own compressor (error feedback inside), exchange, average."""
     buffer = bucket.buffer()
     if not state.compressed(buffer.numel()):
-        return _finish(state, bucket, _all_reduce_bucket(state, bucket))
+        divide_first = buffer.dtype != torch.float32
+        return _finish(state, bucket, _all_reduce_bucket(state, bucket, divide_first))
+    started = time.perf_counter()
     compressor = state.compressor_for(bucket.index(), bucket.parameters(), buffer.device)
     grad = buffer if buffer.dtype == torch.float32 else buffer.float()
     exchange = SparseExchange(
         compressor.dim, compressor.k, WorkerLayout(state.rank, state.world_size, 1), buffer.device,
         fixed_count=type(compressor).fixed_count, mode=state.exchange, group=state.process_group,
+        value_dtype=getattr(compressor, "value_dtype", torch.float32),
     )
     exchange.put(compressor.compress(grad, state.iteration + 1))
+    compressed_at = time.perf_counter()
     done, stats = exchange.reduce_async(grad)  # the gradient is read: its buffer takes the aggregate
+    done = state.timer.timed(started, compressed_at, done)
     state.record(stats, compressed=True)
 
     def aggregate(future: Future) -> torch.Tensor:

@@ -16,10 +16,10 @@ import torch.distributed as dist
 
 from sparsetrain import components
 from sparsetrain.compressors.base import Compressor, SparseCompressor, density_to_k
-from sparsetrain.errors import ConfigError, check_number
+from sparsetrain.ddp.timing import ExchangeTimer
+from sparsetrain.errors import ConfigError, check_number, check_value, closest
 from sparsetrain.exchange import ENTRY_BYTES, EXCHANGES, CommStats
 from sparsetrain.net.cost import allgather, allreduce
-from sparsetrain.validation.schema import check_value, closest
 
 __all__ = ["SparseState", "resolve_compressor", "STATISTICS"]
 
@@ -62,8 +62,9 @@ class SparseState:
     """State of :func:`~sparsetrain.ddp.hooks.sparse_hook`; pass it to ``register_comm_hook``.
 
     Hyper-parameters:
-        compressor: ``"topk"``, ``"gaussiank"``, ``"regtopk"``, ``"randomk"``, ``"dense"``, a class
-            path or a Compressor subclass; ``options`` are its keyword options (RegTop-k's ``mu``).
+        compressor: ``"topk"``, ``"gaussiank"``, ``"regtopk"``, ``"randomk"``, ``"dgc"`` (its
+            momentum replaces the optimizer's), ``"dense"``, a class path or a Compressor
+            subclass; ``options`` are its keyword options (RegTop-k's ``mu``).
         ratio: density k/d of each bucket (k = max(1, floor(ratio * bucket size))).
         exchange: ``auto`` | ``allgather`` | ``allreduce``, as the CLI's ``exchange=``.
         start_iter: plain all-reduce for the first ``start_iter`` iterations (a dense warm-up).
@@ -71,11 +72,15 @@ class SparseState:
             one, where k rounds up to 1) is all-reduced as it is, uncompressed.
         seed: seeds the compressors' random choices (Random-k), with the rank.
         process_group: the group the hook communicates in (None: the default group).
+        num_workers: the logical workers the aggregate averages over, when each process's buckets
+            already hold the sum of several (sparsetrain's trainer, uncompressed buckets only);
+            None: one per process.
         model: the DDP model (or its module), whose parameter names key the compressors' state,
             so that a checkpoint resumes exactly in a new process (``register`` passes it).
 
     Internal state: ``compressors`` (bucket index -> compressor, built on first use), ``iteration``.
-    Statistics: :meth:`stats`.
+    Statistics: :meth:`stats`, :attr:`last_comm` (the iteration's collectives), ``timer``
+    (:class:`~sparsetrain.ddp.timing.ExchangeTimer`: compression and exchange times).
     """
 
     def __init__(
@@ -88,6 +93,7 @@ class SparseState:
         min_compression_rate: float = 2.0,
         seed: int = 0,
         process_group: Any = None,
+        num_workers: int | None = None,
         model: torch.nn.Module | None = None,
         **options: Any,
     ) -> None:
@@ -111,13 +117,27 @@ class SparseState:
         self.process_group = process_group
         self.rank = dist.get_rank(process_group)
         self.world_size = dist.get_world_size(process_group)
+        self.num_workers = num_workers or self.world_size
+        if self.num_workers != self.world_size and not self.compressor_cls.dense:
+            raise ConfigError(f"{self.compressor_cls.__name__} compresses each process's buckets as one worker's: "
+                              f"num_workers={num_workers} must equal the group's {self.world_size} processes")
         self.parameter_names = {id(p): name for name, p in (model.named_parameters() if model is not None else ())}
         self.iteration = 0
         self.compressors: dict[int, tuple[_Layout, Compressor]] = {}
-        self._saved: list[tuple[_Layout, Compressor]] = []
+        self._owners: dict[str, tuple[_Layout, Compressor]] = {}
         self._step = dict.fromkeys(STATISTICS, 0.0)
         self.last_step = dict.fromkeys(STATISTICS, 0.0)
         self.totals = dict.fromkeys(("bytes_sent", "bytes_received", "payload_bytes"), 0.0)
+        self._collectives: list[CommStats] = []
+        self.last_comm = CommStats((), 0.0, 0.0, False)
+        self.timer = ExchangeTimer()
+
+    def set_ratio(self, ratio: float) -> None:
+        """Every bucket's density from the next iteration on (a density warm-up)."""
+        check_number("ratio", ratio, 0, 1, low_open=True)
+        self.ratio = ratio
+        for compressor in self.live_compressors():
+            compressor.set_ratio(ratio)
 
     def compressed(self, size: int) -> bool:
         """Whether a bucket of ``size`` entries is compressed this iteration."""
@@ -131,29 +151,34 @@ class SparseState:
         """Bucket ``index``'s compressor, for its parameters' layout.
 
         DDP builds its final buckets after the first iteration, in the order gradients became
-        ready (and a new DDP instance, resuming, starts from its initial ones again). A bucket
-        whose parameters a known compressor (live, or from :meth:`load_state_dict`) holds in
-        another order gets that compressor with its state relocated
+        ready (and a new DDP instance, resuming, starts from its initial ones again). Each
+        parameter's state has one owner, the compressor that last compressed it (or one restored
+        by :meth:`load_state_dict`). A bucket whose parameters one owner holds, in whatever order,
+        gets that compressor with its state relocated
         (:meth:`~sparsetrain.compressors.base.Compressor.relocate`): nothing is lost. A bucket
-        regrouping parameters of several gets a new compressor that takes over each parameter's
-        residual (error feedback loses nothing; other memory, RegTop-k's last step, starts afresh).
+        regrouping parameters of several owners (a split or a merge) gets a new compressor that
+        takes over each parameter's residual (error feedback loses nothing; other memory, RegTop-k's
+        last step, starts afresh).
         """
         layout = _Layout(tuple(self._name(p) for p in parameters), tuple(p.numel() for p in parameters))
         known = self.compressors.get(index)
         if known is not None and known[0] == layout:
             return known[1]
-        candidates = [*self.compressors.values(), *self._saved]
-        same = next(((old, c) for old, c in candidates if sorted(old.names) == sorted(layout.names)), None)
-        if same is None:
-            compressor = self._build(layout, device)
-            self._carry_residuals(layout, compressor, candidates)
-        else:
-            old_layout, compressor = same
+        owners = {id(owner[1]): owner for owner in map(self._owners.get, layout.names) if owner is not None}
+        old_layout, compressor = next(iter(owners.values())) if len(owners) == 1 else (None, None)
+        if compressor is not None and sorted(old_layout.names) == sorted(layout.names):
             if old_layout != layout:
                 compressor.relocate(_positions(old_layout, layout, device))
-            self._saved = [(old, c) for old, c in self._saved if c is not compressor]
+        else:
+            compressor = self._build(layout, device)
+            self._carry_residuals(layout, compressor)
         self.compressors[index] = (layout, compressor)
+        self._owners.update(dict.fromkeys(layout.names, (layout, compressor)))
         return compressor
+
+    def live_compressors(self) -> list[Compressor]:
+        """Every compressor that owns some parameter's state, once each."""
+        return list({id(c): c for _, c in self._owners.values()}.values())
 
     def _build(self, layout: "_Layout", device: torch.device) -> Compressor:
         return self.compressor_cls(
@@ -164,21 +189,19 @@ class SparseState:
     def _name(self, parameter: torch.Tensor) -> str:
         return self.parameter_names.get(id(parameter), f"id{id(parameter)}")
 
-    @staticmethod
-    def _carry_residuals(layout: "_Layout", compressor: Compressor, candidates: list) -> None:
-        """Copy each parameter's residual from whichever known compressor holds it."""
+    def _carry_residuals(self, layout: "_Layout", compressor: Compressor) -> None:
+        """Copy each parameter's residual from the compressor that owns it."""
         if not isinstance(compressor, SparseCompressor):
             return
-        found: dict[str, torch.Tensor] = {}
-        for old_layout, old in candidates:
-            if isinstance(old, SparseCompressor):
-                found.update(zip(old_layout.names, old.residual.split(list(old_layout.sizes))))
         for name, part in zip(layout.names, compressor.residual.split(list(layout.sizes))):
-            if name in found:
-                part.copy_(found[name])
+            if name in self._owners:
+                old_layout, old = self._owners[name]
+                if isinstance(old, SparseCompressor):
+                    part.copy_(dict(zip(old_layout.names, old.residual.split(list(old_layout.sizes))))[name])
 
     def record(self, stats: CommStats, compressed: bool) -> None:
         """Add one bucket's traffic to this iteration's."""
+        self._collectives.append(stats)
         for key, value in (("bytes_sent", stats.bytes_sent), ("bytes_received", stats.bytes_received),
                            ("payload_bytes", stats.payload_bytes), ("selected", stats.selected)):
             self._step[key] += value
@@ -189,7 +212,15 @@ class SparseState:
     def end_iteration(self) -> None:
         """After the iteration's last bucket (``bucket.is_last()``)."""
         self.last_step, self._step = self._step, dict.fromkeys(STATISTICS, 0.0)
+        stats, self._collectives = self._collectives, []
+        varying = any(s.most_selected is not None for s in stats)  # then: the buckets' padded widths
+        self.last_comm = CommStats(
+            tuple(c for s in stats for c in s.collectives), sum(s.payload_bytes for s in stats),
+            sum(s.selected for s in stats), any(s.summed for s in stats),
+            sum(s.selected_max for s in stats) if varying else None,
+        )
         self.iteration += 1
+        self.timer.iteration_ended()
 
     def stats(self) -> dict[str, float]:
         """The last completed iteration's traffic and selected entries (summed over buckets, per
@@ -204,23 +235,24 @@ class SparseState:
     def state_dict(self) -> dict[str, Any]:
         """The compressors' states (residuals, RegTop-k's memory) with their buckets' layouts, the
         iteration and the cumulative traffic: a resumed run continues exactly."""
+        owned = {id(c): (layout, c) for layout, c in self._owners.values()}
         return {
             "iteration": self.iteration,
             "totals": dict(self.totals),
             "buckets": [
                 {"names": list(layout.names), "sizes": list(layout.sizes), "state": compressor.state_dict()}
-                for layout, compressor in self.compressors.values()
+                for layout, compressor in owned.values()
             ],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore; each saved compressor is taken by the first bucket that holds its parameters."""
+        """Restore; each saved compressor owns its parameters again until a bucket takes them."""
         self.iteration = state["iteration"]
         self.totals = dict(state["totals"])
-        self.compressors, self._saved = {}, []
+        self.compressors, self._owners = {}, {}
         for saved in state["buckets"]:
             layout = _Layout(tuple(saved["names"]), tuple(saved["sizes"]))
             compressor = self._build(layout, saved["state"]["residual"].device if "residual" in saved["state"]
                                      else torch.device("cpu"))
             compressor.load_state_dict(saved["state"])
-            self._saved.append((layout, compressor))
+            self._owners.update(dict.fromkeys(layout.names, (layout, compressor)))

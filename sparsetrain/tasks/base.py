@@ -22,12 +22,18 @@ class Task:
     writes the averaged gradient straight where the optimizer reads it, and the optimizer
     (:class:`~sparsetrain.optim.FlatSGD`) updates the whole model in a few fused ops.
     ``decay_size``: weight decay applies to ``flat_params[:decay_size]`` (all by default).
+
+    ``model``: the network whose backward writes ``flat_grad``, where there is one (None: the
+    gradient has a closed form, as linear regression's). Call it through this attribute: with
+    ``compressor.scope=bucket`` the trainer replaces it by a ``DistributedDataParallel`` wrapper
+    of itself, whose backward exchanges each gradient bucket as it is filled.
     """
 
     runtime_arguments = ("layout", "device", "seed")
     """Constructor arguments the trainer supplies; every other keyword parameter is a config key."""
     flat_params: torch.Tensor
     flat_grad: torch.Tensor
+    model: torch.nn.Module | None = None
 
     def __init__(self, layout: WorkerLayout, device: torch.device, seed: int) -> None:
         self.layout = layout
@@ -64,9 +70,10 @@ class Task:
         """Steps in one pass over each worker's data (``train.epochs`` counts these)."""
         return 1
 
-    def local_gradient(self, local_worker: int, step: int) -> torch.Tensor:
+    def local_gradient(self, local_worker: int, step: int, accumulate: bool = False) -> torch.Tensor:
         """Write hosted worker ``local_worker``'s gradient at the current parameters into
-        ``flat_grad`` and return its training loss (a scalar tensor)."""
+        ``flat_grad`` (``accumulate``: add it to what ``flat_grad`` holds) and return its training
+        loss (a scalar tensor)."""
         raise NotImplementedError
 
     def state_dict(self) -> dict:

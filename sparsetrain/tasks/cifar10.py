@@ -106,8 +106,8 @@ class CIFAR10(Task):
         with torch.random.fork_rng(devices=[]):  # the same initial model on every process, for a seed
             torch.manual_seed(seed)
             self.model = build_resnet18(model, pretrained=pretrained).to(device)
-        flat = flatten_module(self.model)
-        self.flat_params, self.flat_grad, self._decay_size = flat.params, flat.grad, flat.decay_size
+        self.flat = flatten_module(self.model)
+        self.flat_params, self.flat_grad, self._decay_size = self.flat.params, self.flat.grad, self.flat.decay_size
         self._buffers = [b for b in self.model.buffers() if b.is_floating_point()]
 
     @classmethod
@@ -178,11 +178,13 @@ class CIFAR10(Task):
             images = random_crop_flip(images, step_generator(self.seed, worker, step))
         return self._inputs(images), self.data.train_labels[index]
 
-    def local_gradient(self, local_worker: int, step: int) -> torch.Tensor:
+    def local_gradient(self, local_worker: int, step: int, accumulate: bool = False) -> torch.Tensor:
         inputs, labels = self.batch(self.layout.worker_ids[local_worker], step)
-        self.flat_grad.zero_()
+        if not accumulate:
+            self.flat.release_grads()
         loss = F.cross_entropy(self.model(inputs), labels)
         loss.backward()
+        self.flat.gather_grads()
         return loss.detach()
 
     @torch.no_grad()

@@ -1,11 +1,14 @@
 """Put an ``nn.Module``'s parameters and gradients into two flat buffers.
 
 Compressors select over the whole model at once and the optimizer updates it in a few fused ops
-(:class:`~sparsetrain.tasks.base.Task`), so a network's parameters must be views of one float32
-buffer and their ``.grad`` views of another. Autograd then writes every gradient straight into
-the flat gradient: with ``.grad`` already set, ``AccumulateGrad`` adds into it in place (the same
-trick as DDP's ``gradient_as_bucket_view``), so there is no per-step copy or Python loop over
-parameters. Zero the flat gradient before each backward.
+(:class:`~sparsetrain.tasks.base.Task`), so a network's parameters are views of one float32
+buffer, and its gradients end in another. A backward starts with no ``.grad``
+(:meth:`FlatModule.release_grads`), so autograd hands each parameter the gradient it computed as
+it is, and one ``torch.cat`` then writes them all into the flat gradient
+(:meth:`FlatModule.gather_grads`). Zeroing the flat gradient and letting ``AccumulateGrad`` add
+into views of it costs more: ResNet-18's backward takes about 4% longer on one CPU thread (an
+in-place add of every gradient, against one copy). A second backward without a release adds to
+the gradients, as autograd does (several logical workers' sum, in their order).
 """
 
 from __future__ import annotations
@@ -31,6 +34,17 @@ class FlatModule:
     grad: torch.Tensor
     decay_size: int
     """The parameters that :func:`is_decayed` picks come first: ``params[:decay_size]``."""
+    parameters: list[nn.Parameter]
+    """In the flat buffers' order."""
+
+    def release_grads(self) -> None:
+        """Before a backward that starts a new gradient."""
+        for param in self.parameters:
+            param.grad = None
+
+    def gather_grads(self) -> None:
+        """After backward: every parameter's gradient into ``grad``, in one copy."""
+        torch.cat([param.grad.reshape(-1) for param in self.parameters], out=self.grad)
 
 
 @torch.no_grad()
@@ -49,4 +63,4 @@ def flatten_module(module: nn.Module) -> FlatModule:
         param.data = flat_params[offset : offset + size].view_as(param)
         param.grad = flat_grad[offset : offset + size].view_as(param)
         offset += size
-    return FlatModule(flat_params, flat_grad, sum(p.numel() for p in params if is_decayed(p)))
+    return FlatModule(flat_params, flat_grad, sum(p.numel() for p in params if is_decayed(p)), ordered)

@@ -84,10 +84,13 @@ class LinearRegression(Task):
         check_number("task.model_mean_var", options["model_mean_var"], 0)
         check_number("task.noise_var", options["noise_var"], 0)
 
-    def local_gradient(self, local_worker: int, step: int) -> torch.Tensor:
+    def local_gradient(self, local_worker: int, step: int, accumulate: bool = False) -> torch.Tensor:
         x, grad = self.flat_params, self.flat_grad
-        torch.addmv(self.neg_moments[local_worker], self.hessians[local_worker], x, out=grad)
-        return 0.5 * (torch.dot(x, grad) + torch.dot(x, self.neg_moments[local_worker])) + self.target_power[
+        own = torch.empty_like(grad) if accumulate else grad
+        torch.addmv(self.neg_moments[local_worker], self.hessians[local_worker], x, out=own)
+        if accumulate:
+            grad.add_(own)
+        return 0.5 * (torch.dot(x, own) + torch.dot(x, self.neg_moments[local_worker])) + self.target_power[
             local_worker
         ]
 

@@ -7,6 +7,8 @@ are part of a checkpoint) and reports them in ``metrics``.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -31,14 +33,19 @@ class NonfiniteGuard:
     too high), which no skipping can repair: then the run stops with that cause.
     """
 
-    def __init__(self, policy: str, compressors: list[Compressor], params: torch.Tensor) -> None:
+    def __init__(self, policy: str, compressors: Callable[[], list[Compressor]], params: torch.Tensor) -> None:
+        """``compressors``: returns the compressors whose state to clean (built lazily, per bucket,
+        under ``compressor.scope=bucket``)."""
         self.policy = policy
         self.compressors = compressors
         self.params = params
         self.skipped_steps = 0
 
     def admits(self, gbar: torch.Tensor, step: int) -> bool:
-        if bool(torch.isfinite(gbar).all()):
+        """Whether ``gbar`` is all finite: its sum is, unless an entry is NaN or Inf (or the sum of
+        finite entries overflows, which the exact test then clears). One read, no d-sized mask:
+        ``isfinite(gbar).all()`` costs ResNet-18 a step's 5% on one CPU thread."""
+        if math.isfinite(float(gbar.sum())) or bool(torch.isfinite(gbar).all()):
             return True
         if self.policy == "error":
             raise NonfiniteGradient(
@@ -51,7 +58,7 @@ class NonfiniteGuard:
                 f"cannot repair (train.nonfinite=skip); lower train.lr"
             )
         self.skipped_steps += 1
-        for compressor in self.compressors:
+        for compressor in self.compressors():
             for value in compressor.state_dict().values():
                 if isinstance(value, torch.Tensor) and value.is_floating_point():
                     torch.nan_to_num_(value, nan=0.0, posinf=0.0, neginf=0.0)

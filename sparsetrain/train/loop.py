@@ -5,6 +5,9 @@
     unless a guard refuses the step: compressors see gbar, the optimizer steps on it
     log; checkpoint
 
+The first two lines are :mod:`sparsetrain.train.gradients`, which runs them one after the other
+(``compressor.scope=model``) or bucket by bucket during backward (``scope=bucket``).
+
 The run lasts ``train.epochs`` passes over each worker's data, capped at ``train.steps``. Step s
 (1-based) updates with the learning rate the schedule gives it and logs the training loss at the
 parameters it started from, and the task's metrics (at epoch ends, every ``log.eval_every`` steps
@@ -29,6 +32,7 @@ from sparsetrain.timing import Stopwatch
 from sparsetrain.train import state
 from sparsetrain.train.build import build_components
 from sparsetrain.train.faults import install_faults
+from sparsetrain.train.gradients import Gradients
 from sparsetrain.train.guards import NonfiniteGradient, NonfiniteGuard, RejectGuard
 from sparsetrain.train.rows import LocalMeasurements, MetricRows
 
@@ -43,13 +47,16 @@ class Trainer:
         self.local_world_size = local_world_size
         self.parts = build_components(job, layout, device)
         install_faults(job.fault, self.parts.task, layout, run_dir)
-        self.nonfinite = NonfiniteGuard(job.train.nonfinite, self.parts.compressors, self.parts.task.flat_params)
+        self.nonfinite = NonfiniteGuard(
+            job.train.nonfinite, self.parts.gradients.all_compressors, self.parts.task.flat_params
+        )
         self.reject = RejectGuard(job.train.reject_factor)
         self.dense_bytes = dense_bytes(self.parts.task.dim, layout.num_workers)
         self.model_link = (parse_rate(job.net.model_bandwidth), job.net.model_latency_us * 1e-6)
         self.bytes_total = 0.0
         self.exchanges: set[str] = set()
-        self.select_watch, self.comm_watch, self.step_watch = (Stopwatch(device) for _ in range(3))
+        self.step_watch = Stopwatch(device)
+        self.ratio = job.ratio
 
     def run(self) -> dict[str, float]:
         """Train from the newest checkpoint (or the start) to the last step; returns the final
@@ -59,18 +66,23 @@ class Trainer:
             MetricsLogger(self.run_dir, hparams(self.job), self.job.log.tensorboard, resume_step=start)
             if self.layout.rank == 0 else NullLogger()
         )
-        rows = MetricRows(self.layout, self.device, logger, self.job.log.every, last=dict(logger.last))
+        rows = MetricRows(self.layout, self.device, logger, self.job.log.every, self.parts.gradients.stat_names,
+                          last=dict(logger.last))
         steps = self.parts.steps
         progress = Progress(steps, start, self.parts.steps_per_epoch, self.layout.rank == 0 and self.job.log.progress)
         try:
             for step in range(start + 1, steps + 1):
-                loss_sum, stats = self.step(step)
+                result = self.step(step)
+                stats = result.stats
                 self.bytes_total += stats.bytes_sent * self.layout.num_workers
-                self.exchanges.add("allreduce" if stats.summed or self.parts.exchange.dense else "allgather")
+                self.exchanges.add("allreduce" if stats.summed or self.parts.gradients.dense else "allgather")
                 evaluated = self.parts.task.evaluate() if self.eval_due(step) else {}
                 if evaluated or step % self.job.log.every == 0 or step == steps:
-                    measured = (float(loss_sum), self.select_watch.ms, self.comm_watch.ms, self.step_watch.ms)
-                    rows.record(step, LocalMeasurements(*measured), self.shared_metrics(step, stats, evaluated))
+                    measured = LocalMeasurements(
+                        float(result.loss_sum), result.select_ms, result.comm_ms, result.comm_total_ms,
+                        self.step_watch.ms, result.compressor_sums,
+                    )
+                    rows.record(step, measured, self.shared_metrics(step, stats, evaluated))
                 checkpoint_due = self.job.ckpt.every and (step % self.job.ckpt.every == 0 or step == steps)
                 if rows.due or step == steps or checkpoint_due:
                     rows.flush()
@@ -88,32 +100,25 @@ class Trainer:
             progress.close()
         return rows.last
 
-    def step(self, step: int) -> tuple[torch.Tensor, CommStats]:
-        """One synchronous step; returns the sum of the hosted workers' losses and the traffic."""
-        task, compressors, exchange, optimizer = (
-            self.parts.task, self.parts.compressors, self.parts.exchange, self.parts.optimizer
-        )
-        for watch in (self.select_watch, self.comm_watch, self.step_watch):
-            watch.reset()
+    def step(self, step: int) -> Gradients:
+        """One synchronous step; returns the hosted workers' summed loss, the traffic and timings."""
+        task, gradients, optimizer = self.parts.task, self.parts.gradients, self.parts.optimizer
+        self.step_watch.reset()
         optimizer.lr = self.parts.schedule(step)
+        if self.parts.density(step) != self.ratio:
+            self.ratio = self.parts.density(step)
+            gradients.set_ratio(self.ratio)
         with self.step_watch:
-            # Forward and backward, then compression (error feedback inside), worker by worker.
-            loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-            for local, compressor in enumerate(compressors):
-                loss_sum += task.local_gradient(local, step).detach()
-                with self.select_watch:
-                    exchange.put(compressor.compress(task.flat_grad, step))
-            # Exchange: the average over all workers replaces the local gradient in the same buffer.
-            with self.comm_watch:
-                stats = exchange.reduce(out=task.flat_grad)
+            # Forward and backward, compression (error feedback inside) and the exchange: the
+            # average over all workers ends in the local gradient's buffer.
+            result = gradients(step)
             gbar = task.flat_grad
             # Update, unless a guard refuses the step.
             if self.nonfinite.admits(gbar, step):
-                for compressor in compressors:
-                    compressor.observe(gbar)
+                gradients.observe(gbar)
                 if self.reject.admits(gbar):
                     optimizer.step(gbar)
-        return loss_sum, stats
+        return result
 
     def eval_due(self, step: int) -> bool:
         """Evaluate at every epoch end, every ``log.eval_every`` steps and at the last step."""
@@ -131,6 +136,7 @@ class Trainer:
             **self.parts.task.metrics(),
             **evaluated,
             "train/lr": self.parts.optimizer.lr,
+            **({"comm/ratio": self.ratio} if self.job.ratio_warmup else {}),
             "train/epoch": step / self.parts.steps_per_epoch,
             "comm/bytes_sent": stats.bytes_sent,
             "comm/bytes_received": stats.bytes_received,
@@ -138,7 +144,8 @@ class Trainer:
             "comm/bytes_total": self.bytes_total,
             "comm/compression": compression,
             "comm/selected": stats.selected,
-            "comm/allreduce": float(stats.summed or self.parts.exchange.dense),
+            "comm/selected_max": stats.selected_max,
+            "comm/allreduce": float(stats.summed or self.parts.gradients.dense),
             "time/comm_model_ms": 1e3 * sum(c.seconds(*self.model_link) for c in stats.collectives),
             **self.reject.metrics(),
             **self.nonfinite.metrics(),
@@ -151,7 +158,7 @@ class Trainer:
             "params": self.parts.task.flat_params,
             "task": self.parts.task.state_dict(),
             "optimizer": self.parts.optimizer.state_dict(),
-            "compressors": [c.state_dict() for c in self.parts.compressors],
+            "compressors": self.parts.gradients.state_dict(),
             "counters": {"bytes_total": self.bytes_total, **self.reject.state_dict(), **self.nonfinite.state_dict()},
             "rng": torch.get_rng_state(),
         }
@@ -160,8 +167,7 @@ class Trainer:
         self.parts.task.flat_params.copy_(saved["params"])
         self.parts.task.load_state_dict(saved["task"])
         self.parts.optimizer.load_state_dict(saved["optimizer"])
-        for compressor, compressor_state in zip(self.parts.compressors, saved["compressors"], strict=True):
-            compressor.load_state_dict(compressor_state)
+        self.parts.gradients.load_state_dict(saved["compressors"])
         counters = saved["counters"]
         self.bytes_total = counters["bytes_total"]
         self.reject.load_state_dict(counters)

@@ -34,21 +34,34 @@ MAX_PENDING = 100
 
 @dataclass
 class LocalMeasurements:
-    """One step's per-process values: summed over this process's workers (loss, select time) or
-    measured once per process (exchange and step time)."""
+    """One step's per-process values: summed over this process's workers (loss, select time, the
+    compressors' own statistics, :meth:`~sparsetrain.compressors.base.Compressor.stats`) or
+    measured once per process (exchange and step time). ``comm_ms`` is the exchange time backward
+    did not hide, ``comm_total_ms`` all of it (:mod:`sparsetrain.train.gradients`)."""
 
     loss_sum: float
     select_ms: float
     comm_ms: float
+    comm_total_ms: float
     step_ms: float
+    compressor_sums: tuple[float, ...] = ()
 
-    def averaged(self, workers: int, processes: int) -> dict[str, float]:
+    def row(self) -> list[float]:
+        return [self.loss_sum, self.select_ms, self.comm_ms, self.comm_total_ms, self.step_ms, *self.compressor_sums]
+
+    @classmethod
+    def from_row(cls, values: list[float]) -> "LocalMeasurements":
+        return cls(*values[:5], tuple(values[5:]))
+
+    def averaged(self, workers: int, processes: int, stat_names: tuple[str, ...]) -> dict[str, float]:
         """Sums over all processes -> the logged means (per worker, per process)."""
         return {
             "train/loss": self.loss_sum / workers,
             "time/select_ms": self.select_ms / workers,
             "time/comm_ms": self.comm_ms / processes,
+            "time/comm_total_ms": self.comm_total_ms / processes,
             "time/step_ms": self.step_ms / processes,
+            **{name: value / workers for name, value in zip(stat_names, self.compressor_sums, strict=True)},
         }
 
 
@@ -58,6 +71,8 @@ class MetricRows:
     device: torch.device
     logger: MetricsLogger | NullLogger
     log_every: int
+    stat_names: tuple[str, ...] = ()
+    """The compressor's statistics, in the order of ``LocalMeasurements.compressor_sums``."""
     pending: list[tuple[int, LocalMeasurements, dict[str, float]]] = field(default_factory=list)
     flush_after: int = 1
     last: dict[str, float] = field(default_factory=dict)
@@ -75,25 +90,27 @@ class MetricRows:
         if not self.pending:
             return
         sums = torch.tensor(
-            [[m.loss_sum, m.select_ms, m.comm_ms, m.step_ms] for _, m, _ in self.pending],
+            [m.row() for _, m, _ in self.pending],
             dtype=torch.float64, device=self.device,
         )
         if self.layout.processes > 1:
             dist.all_reduce(sums)
         self._log(sums.tolist(), self.layout.num_workers, self.layout.processes)
-        step_ms = sums[:, 3].mean().item() / self.layout.processes
+        step_ms = sums[:, 4].mean().item() / self.layout.processes
         self.flush_after = int(min(MAX_PENDING, max(1, FLUSH_SECONDS * 1e3 / max(step_ms * self.log_every, 1e-3))))
 
     def flush_local(self) -> None:
         """Log the pending rows with this process's own local values (no collective)."""
-        sums = [[m.loss_sum, m.select_ms, m.comm_ms, m.step_ms] for _, m, _ in self.pending]
+        sums = [m.row() for _, m, _ in self.pending]
         self._log(sums, self.layout.workers_per_process, 1)
 
     def _log(self, sums: list[list[float]], workers: int, processes: int) -> None:
         for (step, _, shared), values in zip(self.pending, sums):
-            local = LocalMeasurements(*values).averaged(workers, processes)
-            if "time/comm_model_ms" in shared:  # the step as the model's link would have it
-                local["time/step_model_ms"] = local["time/step_ms"] - local["time/comm_ms"] + shared["time/comm_model_ms"]
+            local = LocalMeasurements.from_row(values).averaged(workers, processes, self.stat_names)
+            if "time/comm_model_ms" in shared:  # the step as the model's link would have it, the part of
+                hidden = local["time/comm_total_ms"] - local["time/comm_ms"]  # the exchange backward hid kept hidden
+                exposed = max(0.0, shared["time/comm_model_ms"] - hidden)
+                local["time/step_model_ms"] = local["time/step_ms"] - local["time/comm_ms"] + exposed
             self.last = {"train/loss": local.pop("train/loss"), **shared, **local}
             self.logger.log(step, self.last)
         self.pending = []

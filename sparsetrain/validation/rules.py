@@ -9,13 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from sparsetrain import components
+from sparsetrain.compressors.base import SCOPES, VALUE_DTYPES
 from sparsetrain.config import DEFAULT_MODEL_BANDWIDTH
 from sparsetrain.errors import ConfigError, require
 from sparsetrain.launch import in_torchrun_worker
 from sparsetrain.net import shaping
 from sparsetrain.net.cost import RATE_EXAMPLE, parse_rate
 
-__all__ = ["check_train", "check_fault", "check_net", "resolve_dist"]
+__all__ = [
+    "check_train", "check_fault", "check_net", "check_momentum", "check_ratio_warmup", "check_scope", "resolve_dist",
+]
 
 
 def check_train(train: dict[str, Any]) -> None:
@@ -63,6 +67,50 @@ def check_net(job: dict[str, Any], compressor_cls: type) -> None:
         problem = shaping.unavailable()
         require(problem is None, f"net.bandwidth={net['bandwidth']} cannot shape a link here: {problem}")
     net["model_bandwidth"] = net["model_bandwidth"] or net["bandwidth"] or DEFAULT_MODEL_BANDWIDTH
+
+
+def check_ratio_warmup(job: dict[str, Any], compressor_cls: type) -> None:
+    """A list of densities in (0, 1], for a compressor that sends a fraction of the gradient."""
+    warmup = job["ratio_warmup"]
+    require(
+        all(isinstance(r, (int, float)) and not isinstance(r, bool) and 0 < r <= 1 for r in warmup),
+        f"ratio_warmup={warmup!r} is not allowed: use a list of densities in (0, 1], one per warm-up epoch, "
+        f"e.g. ratio_warmup=[0.015625,0.004]",
+    )
+    require(
+        not (warmup and compressor_cls.dense),
+        "ratio_warmup schedules the density of sparse compressors; compressor=dense sends everything: drop ratio_warmup",
+    )
+
+
+def check_momentum(job: dict[str, Any], compressor_cls: type) -> None:
+    """A compressor that applies momentum itself (DGC's momentum correction) needs the optimizer's off."""
+    train = job["train"]
+    require(
+        not getattr(compressor_cls, "applies_momentum", False) or (train["momentum"] == 0 and not train["nesterov"]),
+        f"compressor={components.label('compressor', job['compressor']['_target_'])} applies momentum on each worker "
+        f"before sparsifying (compressor.momentum, compressor.nesterov); the optimizer's must be off: set "
+        f"train.momentum=0 train.nesterov=false",
+    )
+
+
+def check_scope(compressor: dict[str, Any], compressor_cls: type, dist: dict[str, Any]) -> None:
+    """``compressor.scope`` is one of SCOPES and ``compressor.value_dtype`` (sparse compressors) one
+    of VALUE_DTYPES; a sparse bucket is one worker's gradient, so a sparse compressor per bucket
+    needs one logical worker per process (after :func:`resolve_dist`)."""
+    scope = compressor.get("scope", "model")
+    require(scope in SCOPES, f"compressor.scope={scope!r} is not allowed: use one of {', '.join(SCOPES)}")
+    dtype = compressor.get("value_dtype", "float32")
+    require(
+        dtype in VALUE_DTYPES,
+        f"compressor.value_dtype={dtype!r} is not allowed: the exchange carries {', '.join(VALUE_DTYPES)}",
+    )
+    hosted = dist["workers"] // (dist["nproc"] * dist["nnodes"])
+    require(
+        scope == "model" or compressor_cls.dense or hosted == 1,
+        f"compressor.scope=bucket compresses each process's buckets as one worker's, but each process hosts "
+        f"{hosted} workers: use compressor.scope=model, or dist.workers=null (one per process)",
+    )
 
 
 def resolve_dist(d: dict[str, Any], gpus: int) -> None:

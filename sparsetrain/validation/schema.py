@@ -13,7 +13,6 @@ What Hydra's structured config does not check by itself:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import typing
 from typing import Any
 
@@ -22,7 +21,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from sparsetrain import components
 from sparsetrain.compressors.base import Compressor
 from sparsetrain.config import JobConfig
-from sparsetrain.errors import ConfigError, check_number, require
+from sparsetrain.errors import ConfigError, check_number, check_value, closest, describe_type, require
 from sparsetrain.tasks.base import Task
 
 __all__ = [
@@ -31,55 +30,6 @@ __all__ = [
 ]
 
 GROUP_BASES = {"task": Task, "compressor": Compressor}
-
-
-def closest(key: str, known: list[str]) -> str:
-    """`` (did you mean x?)`` for the known key nearest to ``key``, or ``""``."""
-    match = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
-    return f" (did you mean {match[0]}?)" if match else ""
-
-
-def describe_type(hint: Any) -> str:
-    """What a value of type ``hint`` is, for messages: 'true or false', 'an integer', ..."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if type(None) in args:
-        inner = [a for a in args if a is not type(None)]
-        return f"null or {describe_type(inner[0])}" if len(inner) == 1 else "a value of the key's type"
-    if origin in (list, tuple, typing.List):
-        return f"a list of {describe_type(args[0]).removeprefix('a ').removeprefix('an ')}s" if args else "a list"
-    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
-    return names.get(hint, "a value of the key's type")
-
-
-def check_value(key: str, value: Any, hint: Any) -> None:
-    """Raise a ConfigError unless ``value`` is strictly of type ``hint`` (no bool for a number, no
-    number for a bool, no float for an integer)."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if type(None) in args:
-        inner = [a for a in args if a is not type(None)]
-        if value is None:
-            return
-        if len(inner) == 1:
-            hint, origin, args = inner[0], typing.get_origin(inner[0]), typing.get_args(inner[0])
-    if origin in (list, tuple, typing.List):
-        ok = isinstance(value, (list, tuple)) and (
-            not args or all(_is_instance(v, args[0]) for v in value)
-        )
-    else:
-        ok = _is_instance(value, hint)
-    require(ok, f"{key}={value!r} is not allowed: use {describe_type(hint)}")
-
-
-def _is_instance(value: Any, hint: Any) -> bool:
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is str:  # a number is a fine string (a rate of 10 is refused by its own check, with its form)
-        return isinstance(value, (str, int, float)) and not isinstance(value, bool)
-    return True
 
 
 def component(job: dict[str, Any], group: str) -> tuple[type, dict[str, Any]]:
@@ -104,7 +54,7 @@ def component(job: dict[str, Any], group: str) -> tuple[type, dict[str, Any]]:
     for key, value in entry.items():
         if key == "_target_":
             continue
-        suggestion = closest(f"{group}.{key}", [f"{group}.{k}" for k in accepted])
+        suggestion = closest(key, list(accepted), prefix=f"{group}.")
         require(
             key in accepted,
             f"{group}.{key} is not a key of {group}={label}{suggestion}: "

@@ -41,6 +41,30 @@ def test_error_feedback_invariant_is_exact(cls):
         assert payload.indices.unique().numel() == payload.count
 
 
+@pytest.mark.parametrize("value_dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("cls", [TopK, EveryThird])
+def test_half_precision_payloads_keep_the_rounding_error_in_the_residual(cls, value_dtype):
+    """decode(sent) + new residual == gradient + old residual, bit for bit in float32, with values
+    across fp16's range (up to twice its largest, where it saturates)."""
+    gen = torch.Generator().manual_seed(1)
+    compressor = cls(dim=1000, ratio=0.05, value_dtype=value_dtype)
+    for step in range(1, 8):
+        grad = torch.randn(1000, generator=gen) * 10.0 ** torch.randint(-9, 5, (1000,), generator=gen)
+        grad = grad.clamp(-131_000, 131_000)
+        expected = grad + compressor.residual
+        payload = compressor.compress(grad.clone(), step)
+        assert payload.values.dtype == getattr(torch, value_dtype) and torch.all(torch.isfinite(payload.values))
+        sent = torch.zeros(1000).index_put_((payload.indices,), payload.values.float())
+        assert torch.equal(sent + compressor.residual, expected)
+        if value_dtype == "bfloat16":  # what stays behind on I is the rounding: half an ulp of 8 bits
+            assert torch.all(compressor.residual[payload.indices].abs() <= expected[payload.indices].abs() * 2**-8)
+
+
+def test_an_unknown_value_dtype_is_refused():
+    with pytest.raises(ValueError, match="compressor.value_dtype='int8' is not allowed"):
+        TopK(dim=10, ratio=0.5, value_dtype="int8")
+
+
 def test_a_subclass_overriding_select_is_called():
     """TopK fuses its selection with error feedback; a user's subclass that overrides select
     still has it called, and error feedback still holds."""

@@ -1,7 +1,5 @@
 """Every compressor against the independent numpy reference, over several steps with 4 workers."""
 
-from statistics import NormalDist
-
 import numpy as np
 import pytest
 import torch
@@ -68,16 +66,15 @@ def test_regtopk(ratio, mu):
     simulate(lambda w: RegTopK(DIM, ratio, mu=mu, worker=w, num_workers=WORKERS), refs)
 
 
-@pytest.mark.parametrize("refine", [True, False])
+@pytest.mark.parametrize("exact_k", [False, True])
 @pytest.mark.parametrize("heavy_tailed", [False, True])
 @pytest.mark.parametrize("ratio", [0.01, 0.05, 0.2])
-def test_gaussiank(ratio, refine, heavy_tailed):
+def test_gaussiank(ratio, exact_k, heavy_tailed):
     k = max(1, int(ratio * DIM))
-    z = NormalDist().inv_cdf(1 - ratio / 2)
     refs = [Worker(DIM) for _ in range(WORKERS)]
     for ref in refs:
-        ref.step = (lambda r: lambda g: Worker.step(r, g, lambda a: gaussiank_select(a, k, z, refine)))(ref)
-    simulate(lambda w: GaussianK(DIM, ratio, refine=refine, worker=w, num_workers=WORKERS), refs, heavy_tailed)
+        ref.step = (lambda r: lambda g: Worker.step(r, g, lambda a: gaussiank_select(a, k, ratio, exact_k)))(ref)
+    simulate(lambda w: GaussianK(DIM, ratio, exact_k=exact_k, worker=w, num_workers=WORKERS), refs, heavy_tailed)
 
 
 LARGE = FAST_PATH_MIN_D + 4_321
@@ -85,7 +82,8 @@ LARGE = FAST_PATH_MIN_D + 4_321
 
 def fast_path_case(name: str, ratio: float = 0.002):
     """``(make, refs)`` for :func:`simulate` at a size where the fast path runs: the compressor
-    ``name`` (topk, regtopk, gaussiank, or gaussiank_plain without refine) and its references."""
+    ``name`` (topk, regtopk, gaussiank as the paper, or gaussiank_exact_k with the fallback) and its
+    references."""
     k = int(ratio * LARGE)
     if name == "regtopk":
         refs = [RegTopKReference(LARGE, k, WORKERS, 4.0) for _ in range(WORKERS)]
@@ -93,9 +91,9 @@ def fast_path_case(name: str, ratio: float = 0.002):
     if name == "topk":
         select, make = (lambda a: topk_set(np.abs(a), k)), (lambda w: TopK(LARGE, ratio))
     else:
-        refine, z = name == "gaussiank", NormalDist().inv_cdf(1 - ratio / 2)
-        select = lambda a: gaussiank_select(a, k, z, refine)  # noqa: E731
-        make = lambda w: GaussianK(LARGE, ratio, refine=refine)  # noqa: E731
+        exact_k = name == "gaussiank_exact_k"
+        select = lambda a: gaussiank_select(a, k, ratio, exact_k)  # noqa: E731
+        make = lambda w: GaussianK(LARGE, ratio, exact_k=exact_k)  # noqa: E731
     refs = [Worker(LARGE) for _ in range(WORKERS)]
     for ref in refs:
         ref.step = (lambda r: lambda g: Worker.step(r, g, select))(ref)
@@ -103,7 +101,7 @@ def fast_path_case(name: str, ratio: float = 0.002):
 
 
 @pytest.mark.parametrize("native", [True, False], ids=["native", "torch_path"])
-@pytest.mark.parametrize("name", ["topk", "regtopk", "gaussiank", "gaussiank_plain"])
+@pytest.mark.parametrize("name", ["topk", "regtopk", "gaussiank", "gaussiank_exact_k"])
 def test_fused_error_feedback_and_fast_path_match_the_reference(name, native, monkeypatch):
     """At a size where the fast path runs, error feedback fused with the candidate scan (and
     Gaussian-k's loop on those candidates) gives the reference's indices, values and residuals."""
@@ -153,7 +151,7 @@ def test_regtopk_guards_a_zero_sent_value():
 def test_gaussiank_on_gaussian_data_selects_within_a_third_of_k():
     gen = torch.Generator().manual_seed(0)
     for ratio in (0.001, 0.01, 0.1):
-        compressor = GaussianK(200_000, ratio, refine=False)
+        compressor = GaussianK(200_000, ratio)
         counts = [compressor.select(torch.randn(200_000, generator=gen), s).numel() for s in range(1, 6)]
         assert all(2 * compressor.k / 3 <= c <= 4 * compressor.k / 3 for c in counts), (ratio, counts)
 
@@ -161,13 +159,13 @@ def test_gaussiank_on_gaussian_data_selects_within_a_third_of_k():
 @pytest.mark.parametrize("values", [np.zeros(1000), np.full(1000, 2.5), np.full(1000, -1e-30), np.full(1, 3.0)])
 def test_gaussiank_degenerate_inputs(values):
     """Zero or constant gradients and tiny values: no NaN, and the documented counts:
-    exactly k with refine (lowest indices on ties), whatever the plain loop ends with without."""
+    exactly k with exact_k (lowest indices on ties), whatever the paper's loop ends with without."""
     grad = torch.from_numpy(values.astype(np.float32))
-    refined = GaussianK(grad.numel(), 0.01).compress(grad.clone(), 1)
+    refined = GaussianK(grad.numel(), 0.01, exact_k=True).compress(grad.clone(), 1)
     assert refined.count == max(1, int(0.01 * grad.numel()))
     assert sorted(refined.indices.tolist()) == list(range(refined.count))
     assert torch.all(torch.isfinite(refined.values))
-    plain = GaussianK(grad.numel(), 0.01, refine=False).compress(grad.clone(), 1)
+    plain = GaussianK(grad.numel(), 0.01).compress(grad.clone(), 1)
     assert torch.all(torch.isfinite(plain.values))
     assert plain.count in (0, grad.numel())  # constant magnitudes: all above the threshold or none
 

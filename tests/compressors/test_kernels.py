@@ -117,13 +117,13 @@ def big_values_on_sample(rng, n):
     return data
 
 
-@pytest.mark.parametrize("refine", [True, False])
+@pytest.mark.parametrize("exact_k", [True, False])
 @pytest.mark.parametrize("distribution", ["gaussian", "student_t2", "few_levels", "depleted_tail", "big_values_on_sample"])
-def test_gaussiank_selects_the_same_set_from_candidates_or_full_passes(chunked, refine, distribution):
+def test_gaussiank_selects_the_same_set_from_candidates_or_full_passes(chunked, exact_k, distribution):
     """The loop's shortcuts (evaluations on the scan's candidates, "too many" known from their
     count) take the same branches and return the same indices as full passes at every
     evaluation, with either backend. student_t2 and depleted_tail (the residual's tail removed,
-    as error feedback leaves it) end outside [2k/3, 4k/3] and take the refine branches."""
+    as error feedback leaves it) end outside [2k/3, 4k/3] and take the exact_k or the plain branch."""
     rng = np.random.default_rng(4)
     n = 300_000
     data = {
@@ -134,7 +134,7 @@ def test_gaussiank_selects_the_same_set_from_candidates_or_full_passes(chunked, 
         "big_values_on_sample": big_values_on_sample(rng, n),
     }[distribution]
     acc = torch.from_numpy(data.astype(np.float32))
-    compressor = GaussianK(n, 0.001, refine=refine)
+    compressor = GaussianK(n, 0.001, exact_k=exact_k)
     total, total_sq = float(acc.double().sum()), float(acc.double().square().sum())
     without_candidates = Scan(None, True, 0, None, None, total, total_sq)
     full = both(compressor.select_scanned, acc, without_candidates, 1)
@@ -142,7 +142,7 @@ def test_gaussiank_selects_the_same_set_from_candidates_or_full_passes(chunked, 
     expected = full[1].sort().values
     for got in (*full, *scanned):
         assert torch.equal(got.sort().values, expected)
-    if refine:
+    if exact_k:
         assert 2 * compressor.k / 3 <= expected.numel() <= 4 * compressor.k / 3 or expected.numel() == compressor.k
 
 

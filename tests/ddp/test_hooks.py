@@ -177,9 +177,14 @@ def _regrouped(rank, nprocs, out_dir):
     assert moved.prev_indices.sort().values.tolist() == [2, 3]  # the sent entries moved with b
     regrouped = state.compressor_for(0, [b, c], torch.device("cpu"))  # b joins c: a new compressor
     assert regrouped is not first and regrouped.residual.tolist() == [4.0, 5.0, 0, 0, 0, 0, 0, 0, 0]
+    split_off = state.compressor_for(1, [a], torch.device("cpu"))  # a's last owner is the first compressor
+    assert split_off.residual.tolist() == [1.0, 2.0, 3.0]
+    assert {id(c) for c in state.live_compressors()} == {id(regrouped), id(split_off)}
+    assert sorted(bucket["names"] for bucket in state.state_dict()["buckets"]) == [["a"], ["b", "c"]]
 
 
 def test_a_regrouped_bucket_takes_over_each_parameters_residual(tmp_path):
+    """A merge and a split: each parameter's residual comes from the compressor that last held it."""
     run_gloo(_regrouped, 1, str(tmp_path))
 
 
@@ -212,7 +217,7 @@ def test_resuming_from_a_saved_state_matches_an_uninterrupted_run(tmp_path):
 
 def _empty(rank, nprocs, out_dir):
     ddp = DistributedDataParallel(model())
-    state = sparsetrain.ddp.register(ddp, compressor="gaussiank", ratio=0.1, refine=False)
+    state = sparsetrain.ddp.register(ddp, compressor="gaussiank", ratio=0.1)
     for step in range(1, 4):
         inputs, _ = batch(rank, step)
         output = ddp(inputs)

@@ -19,7 +19,7 @@ def data_root(tmp_path_factory):
     return write_cifar10(tmp_path_factory.mktemp("cifar"))
 
 
-@pytest.mark.parametrize("compressor", ["dense", "topk", "gaussiank", "regtopk", "randomk"])
+@pytest.mark.parametrize("compressor", ["dense", "topk", "gaussiank", "regtopk", "randomk", "dgc"])
 def test_smoke_preset_trains_on_cifar_layout_with_every_compressor(tmp_path, data_root, compressor):
     run_dir = tmp_path / compressor
     # the data path comes from SPARSETRAIN_DATA, the documented default of task.data_root
@@ -34,9 +34,10 @@ def test_smoke_preset_trains_on_cifar_layout_with_every_compressor(tmp_path, dat
         assert math.isfinite(r["train/loss"]) and r["time/step_ms"] > 0
         if compressor == "dense":
             assert r["comm/compression"] == 1.0
-        elif compressor == "gaussiank":
+        elif compressor in ("gaussiank", "dgc"):
             assert r["comm/payload_bytes"] == 8 * r["comm/selected"] + 4
             assert r["comm/bytes_sent"] >= r["comm/payload_bytes"]  # padded to the largest count
+            assert r["comm/selected_max"] >= r["comm/selected"] and (compressor == "gaussiank") == ("comm/in_range" in r)
         else:  # 2 workers: each sends its 8k bytes once, and receives the other's
             assert r["comm/selected"] == k and r["comm/bytes_sent"] == r["comm/bytes_received"] == 8 * k
     # the fixture's classes are easy: every compressor learns something in 12 steps of 2 x 8 images
@@ -66,8 +67,10 @@ def test_epochs_set_the_length_and_evaluation_follows_epoch_ends(tmp_path):
     assert "main metric `eval/accuracy`" in (run_dir / "report.md").read_text()
 
 
-def test_killed_rank_restarts_bit_identical_with_batch_norm_state(tmp_path, data_root):
-    job = [*SMOKE, f"task.data_root={data_root}", "compressor=regtopk", "ckpt.every=4"]
+@pytest.mark.parametrize("scope", ["model", "bucket"])
+def test_killed_rank_restarts_bit_identical_with_batch_norm_state(tmp_path, data_root, scope):
+    """Per bucket too: the restarted DDP model exchanges the same buckets as the first one did."""
+    job = [*SMOKE, f"task.data_root={data_root}", "compressor=regtopk", f"compressor.scope={scope}", "ckpt.every=4"]
     sparsetrain(tmp_path / "clean", *job)
     sparsetrain(tmp_path / "killed", *job, "fault.kill_rank=1", "fault.at_step=7", "dist.max_restarts=1")
     assert (tmp_path / "killed" / "fault_injected_rank1").exists()
