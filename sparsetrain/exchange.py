@@ -62,8 +62,8 @@ class CommStats:
     """This step's exchange, identical on every process; per worker, mean over workers.
 
     collectives: what was issued, with the bytes each put on the wire;
-    payload_bytes: what one worker originated (8 per entry, 6 with half-precision values, +4 for its count when counts vary;
-        4d for dense), which the wire may carry P-1 times over;
+    payload_bytes: what one worker originated (8 per entry, 6 with half-precision values, +4 for
+        its count when counts vary; 4d for dense), which the wire may carry P-1 times over;
     selected: entries one worker sent;
     summed: the sparse payloads were summed densely and all-reduced (``exchange=allreduce``);
     selected_max: the most entries any worker sent (the width payloads were padded to), when
