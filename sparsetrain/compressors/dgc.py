@@ -2,16 +2,16 @@
 Reducing the Communication Bandwidth for Distributed Training", ICLR), the baseline that
 sparsification papers compare against.
 
-Each worker k, every step t, with its local gradient G (Sec. 3.2, 3.3):
+Each worker k, every step t, with its local gradient G:
 
-    G <- G * min(1, c / ||G||),  c = clip_norm * N^(-1/2)   local gradient clipping (N workers)
-    u <- m u + G                                            momentum correction (Eq. 5):
+    G <- G * min(1, c / ||G||),  c = clip_norm * N^(-1/2)   local gradient clipping (Sec. 3.2)
+    u <- m u + G                                            momentum correction (Sec. 3.2):
     v <- v + u                                              velocity accumulated, not the gradient
     thr: the ceil(rho s)-th largest |v| of s sampled entries (s = sample_ratio * d, at least
-         ceil(2 / rho), with replacement): the threshold from a 0.1%-1% sample (Sec. 3.1)
+         ceil(2 / rho), with replacement): the threshold from a 0.1%-1% sample (the paper's system section)
     I = {j : |v_j| >= thr}; while |I| < 0.8 k (at most 10 times): thr *= 0.8
-    if |I| > k: I = the k largest |v_j| of I                hierarchical re-selection
-    send v[I]; v[I] <- 0, u[I] <- 0                         momentum factor masking (Eq. 7)
+    if |I| > k: I = the k largest |v_j| of I                hierarchical re-selection (ibid.)
+    send v[I]; v[I] <- 0, u[I] <- 0                         momentum factor masking (Sec. 3.3)
 
 and the update is ``w <- w - lr * mean over workers of v[I]``: the momentum was applied on each
 worker, so the optimizer's must be off (``train.momentum=0``; the CLI refuses anything else,
