@@ -43,6 +43,12 @@ def _gloo_entry(rank: int, nprocs: int, port: int, fn, args) -> None:
     # spawn context then stops the others.
     dist.barrier()
     dist.destroy_process_group()
+    # A DDP model with a Python comm hook leaves futures whose callbacks hold Python objects; a
+    # gloo thread dropping the last of them during interpreter shutdown still aborted once in CI
+    # (the same bug). ``fn`` has written its results: leave without finalizing the interpreter.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def sparsetrain(run_dir: Path, *overrides: str, env: dict | None = None, check: bool = True, cwd=None):
