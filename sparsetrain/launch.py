@@ -13,11 +13,14 @@ SLURM ``srun``), nothing is launched: the worker runs in place.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -125,18 +128,22 @@ class PatientStaticRendezvous(StaticTCPRendezvous):
         deadline = time.monotonic() + self.join_timeout
         announced = False
         store = None
-        while store is None:
-            try:
-                store = dist.TCPStore(
-                    self.master_addr, self.master_port, self.world_size, self.rank == 0, timeout=timedelta(seconds=2),
-                    wait_for_workers=False, multi_tenant=True,
-                )
-            except (RuntimeError, dist.DistError):  # node 0 is not listening yet
-                if time.monotonic() > deadline:
-                    raise TimeoutError(
-                        f"node {self.rank} found no rendezvous at dist.rdzv_endpoint={endpoint} within "
-                        f"dist.join_timeout_s={self.join_timeout:g}: start node 0 there, or raise dist.join_timeout_s"
-                    ) from None
+        with _interrupts_noted() as interrupted:
+            while store is None:
+                try:
+                    store = dist.TCPStore(
+                        self.master_addr, self.master_port, self.world_size, self.rank == 0,
+                        timeout=timedelta(seconds=2), wait_for_workers=False, multi_tenant=True,
+                    )
+                except (RuntimeError, dist.DistError):  # node 0 is not listening yet
+                    if interrupted:  # Ctrl-C during the C++ connect, which may report it as an error
+                        raise KeyboardInterrupt from None
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(
+                            f"node {self.rank} found no rendezvous at dist.rdzv_endpoint={endpoint} within "
+                            f"dist.join_timeout_s={self.join_timeout:g}: start node 0 there, or raise "
+                            f"dist.join_timeout_s"
+                        ) from None
         store.set_timeout(self.timeout)
         joined = store.add(f"{self.run_id}/joined", 1)
         while joined < self.world_size:
@@ -153,6 +160,30 @@ class PatientStaticRendezvous(StaticTCPRendezvous):
             time.sleep(0.1)
             joined = store.add(f"{self.run_id}/joined", 0)
         return store
+
+
+@contextlib.contextmanager
+def _interrupts_noted():
+    """A list that receives SIGINT while the block runs (the handler before it still runs), so a
+    Ctrl-C that C++ turned into an ordinary error is not mistaken for a refused connection."""
+    interrupted: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def note(signum, frame):
+        interrupted.append(signum)
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, note)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _patient_static(params: RendezvousParameters) -> PatientStaticRendezvous:
