@@ -105,9 +105,10 @@ class Trainer:
         task, gradients, optimizer = self.parts.task, self.parts.gradients, self.parts.optimizer
         self.step_watch.reset()
         optimizer.lr = self.parts.schedule(step)
-        if self.parts.density(step) != self.ratio:
-            self.ratio = self.parts.density(step)
-            gradients.set_ratio(self.ratio)
+        ratio = self.parts.density(step)
+        if ratio != self.ratio:
+            self.ratio = ratio
+            gradients.set_ratio(ratio)
         with self.step_watch:
             # Forward and backward, compression (error feedback inside) and the exchange: the
             # average over all workers ends in the local gradient's buffer.
