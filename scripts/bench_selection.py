@@ -53,7 +53,8 @@ def gradient(d: int, distribution: str, seed: int, device: torch.device) -> torc
     if distribution == "gaussian":
         g = torch.randn(d, generator=gen)
     else:  # Student-t, 3 degrees of freedom: heavy tails, finite variance
-        g = torch.randn(d, generator=gen) / torch.sqrt(torch.distributions.Chi2(3.0).sample((d,)) / 3)
+        chi2 = torch.randn(3, d, generator=gen).square().sum(0)  # seeded, unlike Chi2.sample
+        g = torch.randn(d, generator=gen) / torch.sqrt(chi2 / 3)
     return (g * 1e-3).to(device)
 
 

@@ -8,7 +8,7 @@ depend on the pixels) for dense, topk, gaussiank and regtopk at ratio 0.001, int
 (compressor after compressor, ``--repeats`` rounds), so that all are measured side by side under
 the same machine load. Per step, from metrics.jsonl: ``time/step_ms`` (the whole synchronous step,
 averaged over processes), ``time/select_ms`` (the compressor, per worker) and ``time/comm_ms`` (the
-exchange, per process); compute = step - select - exchange (forward, backward, optimizer, the
+exchange backward did not hide, per process); compute = step - select - exchange (forward, backward, optimizer, the
 error-feedback bookkeeping outside selection). The first ``--warmup`` steps of every run are
 dropped. On CUDA every timer synchronises the device.
 """
@@ -104,7 +104,10 @@ def main() -> None:
     lines += [
         "",
         "The exchange time includes waiting for the slower process to reach the collective, so on a shared "
-        "CPU it also holds the two processes' compute imbalance, not only the transfer and the scatter-add.",
+        "CPU it also holds the two processes' compute imbalance, not only the transfer and the scatter-add. "
+        "Dense overlaps its all-reduce with backward (its default `compressor.scope=bucket`): its exchange "
+        "column is the part backward did not hide (`time/comm_ms`); the sparse compressors exchange after "
+        "backward (`scope=model`).",
     ]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

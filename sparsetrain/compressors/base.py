@@ -163,6 +163,11 @@ class Compressor:
         or by index follows them here. Nothing to move by default."""
 
 
+def relocated(entries: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """A per-entry state after :meth:`Compressor.relocate`'s move: ``entries[i]`` at ``positions[i]``."""
+    return torch.empty_like(entries).index_copy_(0, positions, entries)
+
+
 class SparseCompressor(Compressor):
     """A compressor that sends (values, indices) and keeps the rest as a residual.
 
@@ -207,7 +212,7 @@ class SparseCompressor(Compressor):
         return {"residual": self.residual}
 
     def relocate(self, positions: torch.Tensor) -> None:
-        self.residual = torch.empty_like(self.residual).index_copy_(0, positions, self.residual)
+        self.residual = relocated(self.residual, positions)
 
 
 class ScanningCompressor(SparseCompressor):

@@ -34,7 +34,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from sparsetrain.compressors.base import Payload, SparseCompressor
+from sparsetrain.compressors import kernels
+from sparsetrain.compressors.base import Payload, SparseCompressor, relocated
 from sparsetrain.compressors.selection import topk_magnitude_indices
 from sparsetrain.errors import check_number
 from sparsetrain.seeding import step_generator
@@ -105,17 +106,20 @@ class DGC(SparseCompressor):
         return self.send(v, indices)
 
     def select(self, acc: torch.Tensor, step: int) -> torch.Tensor:
-        magnitudes = acc.abs()
-        sampled = magnitudes[self.samples(step)]
+        """Each threshold is tried in one pass over ``acc`` (:func:`~sparsetrain.compressors.kernels.scan`)."""
+        sampled = acc[self.samples(step)].abs()
         threshold = sampled.topk(math.ceil(self.ratio * sampled.numel())).values.min()
-        indices = torch.nonzero(magnitudes >= threshold).view(-1)
-        for _ in range(BACK_OFF_STEPS):
-            if indices.numel() >= BACK_OFF * self.k:
+        cap = 4 * self.k
+        for attempt in range(BACK_OFF_STEPS + 1):
+            passed = kernels.scan(acc, float(threshold), cap, inclusive=True)
+            if passed.count >= BACK_OFF * self.k or attempt == BACK_OFF_STEPS:
                 break
             threshold = threshold * BACK_OFF
-            indices = torch.nonzero(magnitudes >= threshold).view(-1)
+        if passed.indices is None:
+            passed = kernels.scan(acc, passed.threshold, passed.count, inclusive=True)
+        indices = passed.indices
         if indices.numel() > self.k:  # hierarchical: the k largest of those selected
-            indices = indices[topk_magnitude_indices(acc[indices], self.k)]
+            indices = indices[topk_magnitude_indices(passed.values, self.k)]
         return indices
 
     def state_dict(self) -> dict[str, Any]:
@@ -123,4 +127,4 @@ class DGC(SparseCompressor):
 
     def relocate(self, positions: torch.Tensor) -> None:
         super().relocate(positions)
-        self.momentum_buffer = torch.empty_like(self.momentum_buffer).index_copy_(0, positions, self.momentum_buffer)
+        self.momentum_buffer = relocated(self.momentum_buffer, positions)

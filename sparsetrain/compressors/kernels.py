@@ -1,9 +1,10 @@
 """One-pass threshold scan: native on CPU where the optional extension built, torch otherwise.
 
-Threshold selectors (Gaussian-k's loop, the top-k fast path's candidates) need, over the whole
-d-sized accumulated gradient ``a = e + g``: its first two moments, and the entries whose magnitude
-passes a threshold. In torch that is the error-feedback add, a compare pass writing a d-byte
-mask, a count and a compaction (``torch.nonzero``) reading the mask again, and two reductions.
+Threshold selectors (Gaussian-k's loop, DGC's back-off, the top-k fast path's candidates) need,
+over the whole d-sized accumulated gradient ``a = e + g``: its first two moments, and the entries
+whose magnitude passes a threshold. In torch that is the error-feedback add, a compare pass
+writing a d-byte mask, a count and a compaction (``torch.nonzero``) reading the mask again, and
+two reductions.
 :func:`scan` does it in one pass: the C extension ``_kernels`` (``_kernels.c``) reads the float32
 buffer (and ``g``, which it adds in place) once and writes only the entries it collects (index
 and value); the buffer is split into one part per intra-op thread, run on torch's own OpenMP

@@ -15,10 +15,10 @@ import torch
 import torch.distributed as dist
 
 from sparsetrain import components
-from sparsetrain.compressors.base import Compressor, SparseCompressor, density_to_k
+from sparsetrain.compressors.base import VALUE_DTYPES, Compressor, SparseCompressor, density_to_k
 from sparsetrain.ddp.timing import ExchangeTimer
 from sparsetrain.errors import ConfigError, check_number, check_value, closest
-from sparsetrain.exchange import ENTRY_BYTES, EXCHANGES, CommStats
+from sparsetrain.exchange import EXCHANGES, CommStats, row_bytes
 from sparsetrain.net.cost import allgather, allreduce
 
 __all__ = ["SparseState", "resolve_compressor", "STATISTICS"]
@@ -111,7 +111,12 @@ class SparseState:
                                   f"{', '.join(accepted) or 'none'}")
             check_value(key, value, accepted[key].annotation)
         self.options = options
-        self.compressor_cls.check({**{k: p.default for k, p in accepted.items()}, **options})
+        settings = {**{k: p.default for k, p in accepted.items()}, **options}
+        self.compressor_cls.check(settings)
+        value_dtype = settings.get("value_dtype", "float32")
+        if value_dtype not in VALUE_DTYPES:
+            raise ConfigError(f"value_dtype={value_dtype!r} is not allowed: use one of {', '.join(VALUE_DTYPES)}")
+        self.value_bytes = VALUE_DTYPES[value_dtype].itemsize
         self.ratio, self.exchange, self.start_iter = ratio, exchange, start_iter
         self.min_compression_rate, self.seed = min_compression_rate, seed
         self.process_group = process_group
@@ -144,8 +149,9 @@ class SparseState:
         if self.iteration < self.start_iter or self.compressor_cls.dense:
             return False
         k = density_to_k(self.ratio, size)
-        sparse = min(allgather(ENTRY_BYTES * k, self.world_size).wire_bytes, allreduce(4 * size, self.world_size).wire_bytes)
-        return sparse == 0 or allreduce(4 * size, self.world_size).wire_bytes / sparse >= self.min_compression_rate
+        dense = allreduce(4 * size, self.world_size).wire_bytes
+        sparse = min(allgather(row_bytes(k, self.value_bytes), self.world_size).wire_bytes, dense)
+        return sparse == 0 or dense / sparse >= self.min_compression_rate
 
     def compressor_for(self, index: int, parameters: list[torch.Tensor], device: torch.device) -> Compressor:
         """Bucket ``index``'s compressor, for its parameters' layout.

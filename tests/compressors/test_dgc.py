@@ -39,6 +39,24 @@ def test_dgc_matches_the_reference(ratio, clip_norm):
     assert 0 < min(counts) and max(counts) <= k
 
 
+def test_dgc_backs_off_nine_times_then_sends_the_k_largest_of_all_entries():
+    """|v| is 10 at two of the sampled positions and about 1.5 elsewhere: the sampled threshold 10
+    lets 2 entries pass, 9 back-offs (10 * 0.8^9 = 1.34) let all 3000 pass, far more than the
+    first pass collects (4 k), and the k largest of them are sent."""
+    rng = np.random.default_rng(11)
+    compressor = DGC(DIM, 0.01, momentum=0.0, seed=3)
+    ref = DGCReference(DIM, compressor.k, 0.01, 1, 0.0, None)
+    samples = compressor.samples(1).numpy()
+    grad = (np.sign(rng.standard_normal(DIM)) * (1.5 + 1e-3 * rng.random(DIM))).astype(np.float32)
+    grad[samples[:2]] = 10.0
+    payload = compressor.compress(torch.from_numpy(grad.copy()), 1)
+    indices, values = ref.step(grad, samples)
+    order = torch.argsort(payload.indices)
+    np.testing.assert_array_equal(payload.indices[order].numpy(), indices)
+    np.testing.assert_array_equal(payload.values[order].numpy(), values)
+    assert payload.count == compressor.k and set(samples[:2]) <= set(indices.tolist())
+
+
 def test_without_masking_the_momentum_keeps_its_sent_entries():
     grad = torch.from_numpy(gradients(1, dim=DIM)[0])
     compressor = DGC(DIM, 0.01, momentum_masking=False)

@@ -241,13 +241,19 @@ def _half(rank, nprocs, out_dir):
     nn.functional.mse_loss(half(inputs.bfloat16()), targets.bfloat16()).backward()
     grads = [p.grad for p in half.parameters()]
     (_, compressor), = state.compressors.values()
+    priced = [sparsetrain.ddp.SparseState("topk", 0.4, min_compression_rate=1.5, value_dtype=dtype).compressed(100)
+              for dtype in ("float32", "float16")]
     np.save(f"{out_dir}/{rank}.npy", np.array([all(g.dtype == torch.bfloat16 for g in grads),
-                                               compressor.residual.dtype == torch.float32]))
+                                               compressor.residual.dtype == torch.float32, *priced]))
 
 
 def test_half_precision_buckets_keep_their_dtype_and_a_float32_residual(tmp_path):
+    """And a bucket's wire bytes are priced with its values' width: of 100 entries, k = 40. Each
+    of 2 workers sends 400 bytes all-reducing it, or all-gathers a 320-byte row at 8 bytes per
+    entry (compression 1.25, under min_compression_rate=1.5: all-reduced as it is) or a 240-byte
+    row at 6 (compression 1.67: compressed)."""
     run_gloo(_half, 2, str(tmp_path))
-    assert np.load(tmp_path / "0.npy").tolist() == [True, True]
+    assert np.load(tmp_path / "0.npy").tolist() == [True, True, False, True]
 
 
 def _bad_input(rank, nprocs, out_dir):
@@ -258,6 +264,8 @@ def _bad_input(rank, nprocs, out_dir):
         sparsetrain.ddp.register(ddp, compressor="topk", ratio=1.5)
     with pytest.raises(ValueError, match=r"RegTopK takes no option 'muu' \(did you mean mu\?\)"):
         sparsetrain.ddp.register(ddp, compressor="regtopk", muu=3)
+    with pytest.raises(ValueError, match=r"value_dtype='float8' is not allowed: use one of float32, float16, bfloat16"):
+        sparsetrain.ddp.register(ddp, compressor="topk", value_dtype="float8")
     with pytest.raises(ValueError, match=r"compressor.mu=0 is not allowed"):
         sparsetrain.ddp.register(ddp, compressor="regtopk", mu=0)
     with pytest.raises(TypeError, match=r"ddp_model is a Sequential, not a DistributedDataParallel"):
