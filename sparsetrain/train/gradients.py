@@ -145,8 +145,8 @@ class OverlappedGradients:
         )
         self.dense = self.state.compressor_cls.dense
         self.task, self.layout, self.device = task, layout, device
-        # Gradients as views of the buckets would spare DDP's copy out of them, yet measured slower:
-        # 612 against 567 ms per ResNet-18 forward and backward (one CPU thread, batch 32).
+        # Gradients as views of the buckets would spare DDP's copy out of them, yet measured 5 to 8%
+        # slower per ResNet-18 forward and backward (one CPU thread, batch 32, two runs).
         task.model = DistributedDataParallel(
             task.model, gradient_as_bucket_view=False, bucket_cap_mb=bucket_mb, **_NO_SYNC,
             device_ids=[device] if device.type == "cuda" else None,
