@@ -86,9 +86,10 @@ def main() -> None:
         f"Python {platform.python_version()}, torch {torch.__version__}). `scripts/ddp_resnet.py` under torchrun: "
         f"2 gloo processes, batch 32 each, synthetic CIFAR-shaped data, SGD with Nesterov momentum 0.9 and weight "
         f"decay 5e-4 (sparsetrain's cifar10 recipe); {args.rounds} rounds, settings alternating run by run; median "
-        "wall time per step, timed as sparsetrain's `time/step_ms` (from making the batch to the end of the update, "
-        "waiting for the other rank included), over every step after the first two of each run. Links other than loopback: a private network "
-        "namespace whose loopback a token bucket limits to the rate per host (`sparsetrain/net/shaping.py`).",
+        "wall time per step, timed as sparsetrain's `time/step_ms` (from making the batch to the end of the "
+        "update, waiting for the other rank included), over every step after the first two of each run. Links "
+        "other than loopback: a private network namespace whose loopback a token bucket limits to the rate per "
+        "host (`sparsetrain/net/shaping.py`).",
         "",
         "| link | hook | median step (ms) | / plain DDP | steps |",
         "| --- | --- | ---: | ---: | ---: |",

@@ -8,8 +8,8 @@ depend on the pixels) for dense, topk, gaussiank and regtopk at ratio 0.001, int
 (compressor after compressor, ``--repeats`` rounds), so that all are measured side by side under
 the same machine load. Per step, from metrics.jsonl: ``time/step_ms`` (the whole synchronous step,
 averaged over processes), ``time/select_ms`` (the compressor, per worker) and ``time/comm_ms`` (the
-exchange backward did not hide, per process); compute = step - select - exchange (forward, backward, optimizer, the
-error-feedback bookkeeping outside selection). The first ``--warmup`` steps of every run are
+exchange backward did not hide, per process); compute = step - select - exchange (forward,
+backward, optimizer, the error-feedback bookkeeping outside selection). The first ``--warmup`` steps of every run are
 dropped. On CUDA every timer synchronises the device.
 """
 

@@ -106,7 +106,8 @@ class DGC(SparseCompressor):
         return self.send(v, indices)
 
     def select(self, acc: torch.Tensor, step: int) -> torch.Tensor:
-        """Each threshold is tried in one pass over ``acc`` (:func:`~sparsetrain.compressors.kernels.scan`)."""
+        """Each threshold is tried in one pass over ``acc``
+        (:func:`~sparsetrain.compressors.kernels.scan`)."""
         sampled = acc[self.samples(step)].abs()
         threshold = sampled.topk(math.ceil(self.ratio * sampled.numel())).values.min()
         cap = 4 * self.k
