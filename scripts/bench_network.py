@@ -220,7 +220,8 @@ def render_overlap(measured: dict, out: Path) -> None:
         "## Reading it",
         "",
         "- Per bucket, a sparse compressor pays DDP's per-bucket work (copies into and out of the buckets, one "
-        "selection per bucket) and gains the part of its exchange that backward hides. Top-k 0.001 sends 89 KB per worker: its exchange is mostly the wait for the other "
+        "selection per bucket) and gains the part of its exchange that backward hides. Top-k 0.001 sends 89 KB "
+        "per worker: its exchange is mostly the wait for the other "
         "process, which no overlap hides. Top-k 0.01 sends 894 KB: on a slow link there is transfer to hide.",
         "",
         "| link | method | median step (ms) | x plain DDP | comm_ms | comm_total_ms | select_ms | steps |",

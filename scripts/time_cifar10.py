@@ -9,8 +9,8 @@ depend on the pixels) for dense, topk, gaussiank and regtopk at ratio 0.001, int
 the same machine load. Per step, from metrics.jsonl: ``time/step_ms`` (the whole synchronous step,
 averaged over processes), ``time/select_ms`` (the compressor, per worker) and ``time/comm_ms`` (the
 exchange backward did not hide, per process); compute = step - select - exchange (forward,
-backward, optimizer, the error-feedback bookkeeping outside selection). The first ``--warmup`` steps of every run are
-dropped. On CUDA every timer synchronises the device.
+backward, optimizer, the error-feedback bookkeeping outside selection). The first ``--warmup``
+steps of every run are dropped. On CUDA every timer synchronises the device.
 """
 
 from __future__ import annotations
