@@ -18,6 +18,7 @@ carries it (:mod:`sparsetrain.net.cost`: ring collectives, each logical worker a
 Variable counts travel first (an all-gather of one int32 per worker); payloads are then padded to
 the largest count, and the padding is dropped before the scatter-add, so nothing is lost or added
 twice, and a worker that sends nothing takes part with an empty row (the job never hangs on it).
+After the scatter-add only the entries someone sent are divided by P: the other d - Pk are zero.
 Indices and values travel in one byte buffer per worker, as they are (int32 indices, values in
 the compressor's ``value_dtype``: 8 bytes per entry, 6 with half-precision values, a row padded to
 whole int32s), and are summed in float32.
@@ -37,7 +38,8 @@ from sparsetrain.compressors.base import Payload
 from sparsetrain.layout import WorkerLayout
 from sparsetrain.net.cost import Collective, allgather, allreduce
 
-__all__ = ["EXCHANGES", "CommStats", "DenseExchange", "SparseExchange", "dense_bytes", "build_exchange"]
+__all__ = ["EXCHANGES", "CommStats", "DenseExchange", "SparseExchange", "dense_bytes", "build_exchange",
+           "mean_all_reduce_async"]
 
 EXCHANGES = ("auto", "allgather", "allreduce")
 VALUE_BYTES = 4
@@ -88,6 +90,30 @@ class CommStats:
     @property
     def bytes_received(self) -> float:
         return self.bytes_sent
+
+    @classmethod
+    def combined(cls, parts: list[CommStats]) -> CommStats:
+        """One step's exchange made of several (gradient buckets): their collectives, payloads and
+        selections added; the padded widths added where some part's counts vary."""
+        varying = any(part.most_selected is not None for part in parts)
+        return cls(
+            tuple(c for part in parts for c in part.collectives), sum(part.payload_bytes for part in parts),
+            sum(part.selected for part in parts), any(part.summed for part in parts),
+            sum(part.selected_max for part in parts) if varying else None,
+        )
+
+
+def mean_all_reduce_async(tensor: torch.Tensor, num_workers: int, processes: int, group: Any = None,
+                          divide_first: bool = False) -> tuple[Future, CommStats]:
+    """``tensor`` (the sum of a process's hosted workers' gradients) summed over processes and
+    divided by the number of workers, in place, and its traffic. Divided after the sum by default,
+    as :class:`DenseExchange` does (the same float32 result); ``divide_first`` as DDP does (against
+    fp16 overflow)."""
+    stats = CommStats((allreduce(tensor.numel() * tensor.element_size(), num_workers),),
+                      float(tensor.numel() * tensor.element_size()), float(tensor.numel()), False)
+    if divide_first:
+        return all_reduce_async(tensor.div_(num_workers), processes, group), stats
+    return all_reduce_async(tensor, processes, group).then(lambda done: done.value().div_(num_workers)), stats
 
 
 class DenseExchange:
@@ -180,7 +206,7 @@ class SparseExchange:
         if summed:
             for payload in payloads:
                 out.index_add_(0, payload.indices, payload.values.float())
-            done = all_reduce_async(out, processes, self.group)
+            done = all_reduce_async(out, processes, self.group).then(lambda summed: summed.value().div_(workers))
             issued += (allreduce(4 * self.dim, workers),)
         elif width > 0:  # nobody sending anything is known to every process from the counts
             done = self._gather_and_add(payloads, counts, width, out)
@@ -189,7 +215,7 @@ class SparseExchange:
             done = completed(out)
         stats = CommStats(issued, mean_count * (INDEX_BYTES + self.value_bytes) + header, mean_count, summed,
                           None if self.fixed_count else float(width))
-        return done.then(lambda finished: finished.value().div_(workers)), stats
+        return done, stats
 
     def _gather_and_add(self, payloads: list[Payload], counts: torch.Tensor, width: int, out: torch.Tensor) -> Future:
         """All-gather (indices, values) padded to ``width`` and scatter-add them in worker order."""
@@ -208,7 +234,10 @@ class SparseExchange:
             if not self.fixed_count:
                 valid = torch.arange(width, device=self.device) < counts.to(self.device)[:, None]
                 values, indices = values[valid], indices[valid]
-            return out.index_add_(0, indices.reshape(-1).long(), values.reshape(-1).float())
+            indices = indices.reshape(-1).long()
+            out.index_add_(0, indices, values.reshape(-1).float())
+            # Only the sent entries are non-zero: divide them alone, not all d (the same quotients).
+            return out.index_put_((indices,), out[indices].div_(self.layout.num_workers))
 
         return all_gather_rows_async(send, self.layout.processes, self.group).then(scatter_add)
 

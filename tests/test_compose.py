@@ -46,7 +46,7 @@ BAD = [
      "the optimizer's must be off: set train.momentum=0 train.nesterov=false"),
     ("compressor=dgc compressor.sample_ratio=0.0", "compressor.sample_ratio=0.0 is not allowed: use a number > 0"),
     ("compressor.value_dtype=float64",
-     "compressor.value_dtype='float64' is not allowed: the exchange carries float32, float16, bfloat16"),
+     "compressor.value_dtype='float64' is not allowed: use one of float32, float16, bfloat16"),
     ("compressor=topk compressor.scope=bucket dist.nproc=2 dist.workers=4",
      "compressor.scope=bucket compresses each process's buckets as one worker's, but each process hosts 2 workers"),
     ("compressor=topk +compressor.mu=3", "compressor.mu is not a key of compressor=topk"),

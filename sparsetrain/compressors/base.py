@@ -27,12 +27,13 @@ import torch
 
 from sparsetrain.compressors.kernels import Scan
 from sparsetrain.compressors.selection import candidate_scan
+from sparsetrain.errors import ConfigError
 
 __all__ = ["SCOPES", "VALUE_DTYPES", "Compressor", "Payload", "ScanningCompressor", "SparseCompressor", "density_to_k"]
 
 SCOPES = ("model", "bucket")
-"""What one selection covers (``compressor.scope``): the whole model's gradient, or each DDP bucket
-as backward fills it (:mod:`sparsetrain.train.gradients`)."""
+"""What one selection covers (``compressor.scope``): the whole model's gradient, or each bucket of
+it (25 MB of whole parameters) as backward fills it (:mod:`sparsetrain.train.gradients`)."""
 
 VALUE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 """The precisions a sparse payload's values travel in (``compressor.value_dtype``)."""
@@ -98,9 +99,9 @@ class Compressor:
         scope: str = "model",
     ) -> None:
         """``scope`` (a config key of every compressor): ``model`` selects from the whole model's
-        gradient once backward has finished, as the papers do; ``bucket`` selects from each of
-        DDP's gradient buckets (k in proportion to its size) while backward goes on, so the
-        exchange overlaps it (:mod:`sparsetrain.train.gradients`)."""
+        gradient once backward has finished, as the papers do; ``bucket`` selects from each bucket
+        of it (k in proportion to its size) while backward goes on, so the exchange overlaps it
+        (:mod:`sparsetrain.train.gradients`)."""
         if not 0 < ratio <= 1:
             raise ValueError(f"ratio must be in (0, 1], got {ratio}")
         if scope not in SCOPES:
@@ -178,11 +179,19 @@ class SparseCompressor(Compressor):
     def __init__(self, dim: int, ratio: float, value_dtype: str = "float32", **kwargs: Any) -> None:
         """``value_dtype``: the precision the sent values travel in, ``float32``, ``float16`` or
         ``bfloat16`` (the rounding error stays in the residual: see the module)."""
-        if value_dtype not in VALUE_DTYPES:
-            raise ValueError(f"compressor.value_dtype={value_dtype!r} is not allowed: use one of {', '.join(VALUE_DTYPES)}")
+        SparseCompressor.check({"value_dtype": value_dtype})
         super().__init__(dim, ratio, **kwargs)
         self.value_dtype = VALUE_DTYPES[value_dtype]
         self.residual = torch.zeros(dim, dtype=torch.float32, device=self.device)
+
+    @classmethod
+    def check(cls, options: dict[str, Any]) -> None:
+        """``value_dtype`` is one the exchange carries; a subclass that checks its own options
+        calls this too."""
+        value_dtype = options.get("value_dtype", "float32")
+        if value_dtype not in VALUE_DTYPES:
+            raise ConfigError(f"compressor.value_dtype={value_dtype!r} is not allowed: use one of "
+                              f"{', '.join(VALUE_DTYPES)}")
 
     def select(self, acc: torch.Tensor, step: int) -> torch.Tensor:
         """Indices (int64, distinct) of the entries of the accumulated gradient ``acc`` to send.

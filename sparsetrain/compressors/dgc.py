@@ -73,6 +73,7 @@ class DGC(SparseCompressor):
 
     @classmethod
     def check(cls, options: dict[str, Any]) -> None:
+        super().check(options)
         check_number("compressor.momentum", options["momentum"], 0, 1)
         check_number("compressor.clip_norm", options["clip_norm"], 0, low_open=True, nullable=True)
         check_number("compressor.sample_ratio", options["sample_ratio"], 0, 1, low_open=True)

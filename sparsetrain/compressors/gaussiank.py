@@ -80,6 +80,7 @@ class GaussianK(ScanningCompressor):
 
     @classmethod
     def check(cls, options: dict[str, Any]) -> None:
+        super().check(options)
         check_number("compressor.max_evaluations", options["max_evaluations"], 1, integer=True)
 
     def stats(self) -> tuple[float, ...]:

@@ -49,6 +49,7 @@ class RegTopK(ScanningCompressor):
 
     @classmethod
     def check(cls, options: dict[str, Any]) -> None:
+        super().check(options)
         check_number("compressor.mu", options["mu"], 0, low_open=True)
         check_number("compressor.q", options["q"], 0, low_open=True)
 

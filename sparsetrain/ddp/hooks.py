@@ -16,7 +16,7 @@ residuals stay float32 and the payload's values travel as float32; the aggregate
 the bucket's dtype and shape, as DDP expects.
 
 Every bucket's compression time and the interval its collective is in flight go to the state's
-timer (:class:`~sparsetrain.ddp.timing.ExchangeTimer`: ``state.timer.finish()`` after backward).
+timer (:class:`~sparsetrain.timing.ExchangeTimer`: ``state.timer.finish()`` after backward).
 """
 
 # No `from __future__ import annotations`: DDP checks a hook's annotations as objects
@@ -27,11 +27,9 @@ import torch
 import torch.distributed as dist
 from torch.futures import Future
 
-from sparsetrain.collectives import all_reduce_async
 from sparsetrain.ddp.state import SparseState
-from sparsetrain.exchange import CommStats, SparseExchange
+from sparsetrain.exchange import SparseExchange, mean_all_reduce_async
 from sparsetrain.layout import WorkerLayout
-from sparsetrain.net.cost import allreduce
 
 __all__ = ["dense_hook", "sparse_hook"]
 
@@ -41,14 +39,10 @@ def _all_reduce_bucket(state: SparseState, bucket: dist.GradBucket, divide_first
     (against fp16 overflow), or after, as sparsetrain's exchange does (the same float32 result as
     its flat all-reduce, and the division leaves backward's thread: it runs as the sum arrives)."""
     started = time.perf_counter()
-    buffer = bucket.buffer()
-    nbytes = buffer.numel() * buffer.element_size()
-    state.record(CommStats((allreduce(nbytes, state.num_workers),), float(nbytes), float(buffer.numel()), False),
-                 compressed=False)
-    if divide_first:
-        buffer.div_(state.num_workers)
-    summed = state.timer.timed(started, started, all_reduce_async(buffer, state.world_size, state.process_group))
-    return summed if divide_first else summed.then(lambda done: done.value().div_(state.num_workers))
+    summed, stats = mean_all_reduce_async(bucket.buffer(), state.num_workers, state.world_size,
+                                          state.process_group, divide_first)
+    state.record(stats, compressed=False)
+    return state.timer.timed(started, started, summed)
 
 
 def _finish(state: SparseState, bucket: dist.GradBucket, future: Future) -> Future:

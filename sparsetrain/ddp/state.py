@@ -16,10 +16,10 @@ import torch.distributed as dist
 
 from sparsetrain import components
 from sparsetrain.compressors.base import VALUE_DTYPES, Compressor, SparseCompressor, density_to_k
-from sparsetrain.ddp.timing import ExchangeTimer
 from sparsetrain.errors import ConfigError, check_number, check_value, closest
 from sparsetrain.exchange import EXCHANGES, CommStats, row_bytes
 from sparsetrain.net.cost import allgather, allreduce
+from sparsetrain.timing import ExchangeTimer
 
 __all__ = ["SparseState", "resolve_compressor", "STATISTICS"]
 
@@ -80,7 +80,7 @@ class SparseState:
 
     Internal state: ``compressors`` (bucket index -> compressor, built on first use), ``iteration``.
     Statistics: :meth:`stats`, :attr:`last_comm` (the iteration's collectives), ``timer``
-    (:class:`~sparsetrain.ddp.timing.ExchangeTimer`: compression and exchange times).
+    (:class:`~sparsetrain.timing.ExchangeTimer`: compression and exchange times).
     """
 
     def __init__(
@@ -113,10 +113,7 @@ class SparseState:
         self.options = options
         settings = {**{k: p.default for k, p in accepted.items()}, **options}
         self.compressor_cls.check(settings)
-        value_dtype = settings.get("value_dtype", "float32")
-        if value_dtype not in VALUE_DTYPES:
-            raise ConfigError(f"value_dtype={value_dtype!r} is not allowed: use one of {', '.join(VALUE_DTYPES)}")
-        self.value_bytes = VALUE_DTYPES[value_dtype].itemsize
+        self.value_bytes = VALUE_DTYPES[settings.get("value_dtype", "float32")].itemsize
         self.ratio, self.exchange, self.start_iter = ratio, exchange, start_iter
         self.min_compression_rate, self.seed = min_compression_rate, seed
         self.process_group = process_group
@@ -218,13 +215,7 @@ class SparseState:
     def end_iteration(self) -> None:
         """After the iteration's last bucket (``bucket.is_last()``)."""
         self.last_step, self._step = self._step, dict.fromkeys(STATISTICS, 0.0)
-        stats, self._collectives = self._collectives, []
-        varying = any(s.most_selected is not None for s in stats)  # then: the buckets' padded widths
-        self.last_comm = CommStats(
-            tuple(c for s in stats for c in s.collectives), sum(s.payload_bytes for s in stats),
-            sum(s.selected for s in stats), any(s.summed for s in stats),
-            sum(s.selected_max for s in stats) if varying else None,
-        )
+        self.last_comm, self._collectives = CommStats.combined(self._collectives), []
         self.iteration += 1
         self.timer.iteration_ended()
 

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from sparsetrain.layout import WorkerLayout
+from sparsetrain.tasks.flat_module import FlatModule
 
 __all__ = ["Task"]
 
@@ -24,9 +25,11 @@ class Task:
     ``decay_size``: weight decay applies to ``flat_params[:decay_size]`` (all by default).
 
     ``model``: the network whose backward writes ``flat_grad``, where there is one (None: the
-    gradient has a closed form, as linear regression's). Call it through this attribute: with
-    ``compressor.scope=bucket`` the trainer replaces it by a ``DistributedDataParallel`` wrapper
-    of itself, whose backward exchanges each gradient bucket as it is filled.
+    gradient has a closed form, as linear regression's), and ``flat``, the
+    :class:`~sparsetrain.tasks.flat_module.FlatModule` that holds its parameters and gradients:
+    with ``compressor.scope=bucket`` the trainer streams each gradient into ``flat_grad`` as
+    backward computes it (:meth:`~sparsetrain.tasks.flat_module.FlatModule.streaming`) and
+    exchanges each stretch of it that backward has filled.
     """
 
     runtime_arguments = ("layout", "device", "seed")
@@ -34,6 +37,7 @@ class Task:
     flat_params: torch.Tensor
     flat_grad: torch.Tensor
     model: torch.nn.Module | None = None
+    flat: FlatModule | None = None
 
     def __init__(self, layout: WorkerLayout, device: torch.device, seed: int) -> None:
         self.layout = layout

@@ -9,11 +9,17 @@ it is, and one ``torch.cat`` then writes them all into the flat gradient
 into views of it costs more: ResNet-18's backward takes about 4% longer on one CPU thread (an
 in-place add of every gradient, against one copy). A second backward without a release adds to
 the gradients, as autograd does (several logical workers' sum, in their order).
+
+Under :meth:`FlatModule.streaming` the same copy is made parameter by parameter, as soon as
+backward has accumulated each gradient, so that stretches of the flat gradient can be exchanged
+while backward goes on (:class:`~sparsetrain.train.gradients.OverlappedGradients`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -36,6 +42,13 @@ class FlatModule:
     """The parameters that :func:`is_decayed` picks come first: ``params[:decay_size]``."""
     parameters: list[nn.Parameter]
     """In the flat buffers' order."""
+    _on_ready: Callable[[int], None] | None = field(default=None, init=False, repr=False)
+    _hooked: bool = field(default=False, init=False, repr=False)
+
+    @property
+    def offsets(self) -> list[int]:
+        """Where each parameter starts in the flat buffers, and (last) their length."""
+        return torch.tensor([0] + [p.numel() for p in self.parameters]).cumsum(0).tolist()
 
     def release_grads(self) -> None:
         """Before a backward that starts a new gradient."""
@@ -43,8 +56,33 @@ class FlatModule:
             param.grad = None
 
     def gather_grads(self) -> None:
-        """After backward: every parameter's gradient into ``grad``, in one copy."""
-        torch.cat([param.grad.reshape(-1) for param in self.parameters], out=self.grad)
+        """After backward: every parameter's gradient into ``grad``, in one copy (done already
+        under :meth:`streaming`)."""
+        if self._on_ready is None:
+            torch.cat([param.grad.reshape(-1) for param in self.parameters], out=self.grad)
+
+    @contextlib.contextmanager
+    def streaming(self, on_ready: Callable[[int], None]) -> Iterator[None]:
+        """Within it, backward copies parameter ``i``'s gradient into its stretch of ``grad`` as
+        soon as it has accumulated (a post-accumulate-grad hook), then calls ``on_ready(i)``;
+        :meth:`gather_grads` then has nothing left to do."""
+        if not self._hooked:
+            offsets = self.offsets
+            for index, param in enumerate(self.parameters):
+                param.register_post_accumulate_grad_hook(
+                    lambda param, index=index, part=self.grad[offsets[index] : offsets[index + 1]]:
+                    self._accumulated(index, param, part))
+            self._hooked = True
+        self._on_ready = on_ready
+        try:
+            yield
+        finally:
+            self._on_ready = None
+
+    def _accumulated(self, index: int, param: nn.Parameter, part: torch.Tensor) -> None:
+        if self._on_ready is not None:
+            part.copy_(param.grad.reshape(-1))
+            self._on_ready(index)
 
 
 @torch.no_grad()

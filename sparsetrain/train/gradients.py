@@ -6,15 +6,15 @@ Two ways, chosen by ``compressor.scope`` (:func:`build_gradients`):
   whole gradient is compressed (error feedback inside), then one exchange averages the payloads
   (:mod:`sparsetrain.exchange`). This is the papers' selection: k of all d entries, chosen once
   backward has finished, so the exchange waits for the whole of backward.
-* :class:`OverlappedGradients` (``scope=bucket``, dense's default): the task's network runs under
-  ``DistributedDataParallel`` with sparsetrain's hook (:mod:`sparsetrain.ddp`), and each gradient
-  bucket (DDP's 25 MB, plus a 1 MB first one) is exchanged as soon as backward has filled it,
-  while backward goes on with the rest, as plain DDP does. A sparse compressor selects per bucket,
-  with its own residual and ``k = floor(ratio * bucket size)``: the same density, but the k
-  largest of each bucket rather than of the model, a different selection from the papers'.
+* :class:`OverlappedGradients` (``scope=bucket``, dense's default): the flat gradient is cut into
+  buckets of whole parameters (25 MB and a first 1 MB, :func:`plan_buckets`), and each is exchanged as soon as
+  backward has filled it, while backward goes on with the rest, as PyTorch DDP does with its
+  all-reduce. A sparse compressor selects per bucket, with its own residual and
+  ``k = floor(ratio * bucket size)``: the same density, but the k largest of each bucket rather
+  than of the model, a different selection from the papers'.
 
-Dense gives the same aggregate either way. Hosted workers before the last accumulate their
-gradients under ``no_sync`` (the same float32 sum, in worker order, as the flat exchange); each
+Dense gives the same aggregate either way. Hosted workers before the last add their gradients up
+in the parameters' ``.grad`` (the same float32 sum, in worker order, as the flat exchange); each
 bucket is then all-reduced and divided by P, as the flat exchange does with the whole gradient:
 bit for bit the same with 2 processes (one addition per entry), and otherwise as far as the
 collective sums a bucket's entries in the order it sums the whole gradient's. A sparse
@@ -23,41 +23,28 @@ worker per process. A task without a network (linear regression's closed-form gr
 of one process has nothing to overlap, and runs flat.
 
 Timings per process (ms): ``select_ms`` (compression), ``comm_ms`` (the exchange nobody hid: all
-of it when flat; when overlapped, from the end of backward's computing to the last collective's
+of it when flat; when overlapped, from the last bucket's start to the last collective's
 completion) and ``comm_total_ms`` (the time some collective was in flight), so ``comm_ms <=
 comm_total_ms``, equal when flat.
 """
 
 from __future__ import annotations
 
-import contextlib
-import inspect
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
-from sparsetrain.collectives import completed
-from sparsetrain.components import build
+from sparsetrain.components import build, component_class
 from sparsetrain.compressors.base import Compressor
-from sparsetrain.ddp import SparseState, sparse_hook
-from sparsetrain.exchange import CommStats, build_exchange
+from sparsetrain.exchange import CommStats, build_exchange, mean_all_reduce_async
 from sparsetrain.layout import WorkerLayout
 from sparsetrain.tasks.base import Task
-from sparsetrain.timing import Stopwatch
+from sparsetrain.tasks.flat_module import FlatModule
+from sparsetrain.timing import ExchangeTimer, Stopwatch
 
-__all__ = ["Gradients", "FlatGradients", "OverlappedGradients", "build_gradients"]
-
-_DDP_SIGNATURE = inspect.signature(DistributedDataParallel.__init__).parameters
-_NO_SYNC = {
-    **({"forward_sync_buffers": False} if "forward_sync_buffers" in _DDP_SIGNATURE else {"broadcast_buffers": False}),
-    **({"init_sync": False} if "init_sync" in _DDP_SIGNATURE else {}),
-}
-"""DDP exchanges gradients only. Each process keeps its own batch-norm statistics, as on the flat
-path (the task averages them before evaluating; torch 2.14 renamed the switch), and the model is
-not broadcast at construction: every process built the same one from the seed, and a broadcast
-would be traffic the step accounting does not see."""
+__all__ = ["Gradients", "FlatGradients", "OverlappedGradients", "Bucket", "plan_buckets", "build_gradients"]
 
 
 @dataclass
@@ -127,88 +114,154 @@ class FlatGradients:
             compressor.load_state_dict(state)
 
 
-class OverlappedGradients:
-    """The task's network under DDP, each bucket exchanged as backward fills it (``scope=bucket``).
+@dataclass(frozen=True)
+class Bucket:
+    """A stretch ``[start, end)`` of the flat gradient, whole parameters ``first`` to ``last - 1``
+    (in the flat buffers' order), exchanged as one once backward has filled it."""
 
-    The hook's compressors see their bucket's aggregate as it arrives (:meth:`observe` has nothing
-    left to do), before the trainer's guards look at the whole of it: a step that
-    ``train.nonfinite=skip`` drops has updated the memory of the buckets that stayed finite.
+    start: int
+    end: int
+    first: int
+    last: int
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+
+def plan_buckets(flat: FlatModule, module_order: list[int], cap: int, first_cap: int) -> list[Bucket]:
+    """Cut the flat gradient into buckets of whole parameters, in the order they are exchanged.
+
+    Each of the flat buffers' two regions (decayed parameters, then the others) is cut from its end
+    backwards, a bucket closed once it holds ``cap`` entries or more, the region's first one (the
+    first that backward fills) once it holds ``first_cap``, so that communication starts early
+    (DDP's rules and defaults: 25 MB, 1 MB). Backward fills a network's gradients from its last
+    layer to its first, so each bucket is a stretch of layers that backward finishes at once; a
+    bucket never spans both regions, whose parameters interleave through all the layers.
+
+    The buckets are exchanged in the order backward fills them: a bucket is full when backward
+    reaches its first layer, the one of its parameters that comes first in ``module_order`` (each
+    parameter's position in ``module.parameters()``), so the bucket whose first layer comes latest
+    goes first. The order depends on nothing but the model, so it is the same on every process; a
+    bucket that backward fills before its turn waits for those before it (less overlap, the same
+    result).
+    """
+    offsets = flat.offsets
+    boundary = next(i for i, offset in enumerate(offsets) if offset >= flat.decay_size)
+    buckets = []
+    for region_start, region_end in ((0, boundary), (boundary, len(flat.parameters))):
+        last, limit = region_end, first_cap
+        for first in range(region_end - 1, region_start - 1, -1):
+            if offsets[last] - offsets[first] >= limit or first == region_start:
+                buckets.append(Bucket(offsets[first], offsets[last], first, last))
+                last, limit = first, cap
+    return sorted(buckets, key=lambda b: -min(module_order[i] for i in range(b.first, b.last)))
+
+
+class OverlappedGradients:
+    """Each bucket of the flat gradient exchanged as soon as backward has filled it (``scope=bucket``).
+
+    Backward copies every parameter's gradient into the flat gradient as it accumulates
+    (:meth:`~sparsetrain.tasks.flat_module.FlatModule.streaming`); the bucket it completes (and any
+    after it in :func:`plan_buckets`'s order that were waiting) is compressed by its own compressor
+    (error feedback inside) and its collective started, the averaged bucket landing in place while
+    backward goes on. The flat gradient is never copied anywhere else: DDP's buckets (the previous
+    design) cost a copy into each bucket and one back out, which made a sparse compressor's
+    per-bucket run slower than its flat one where there was no transfer to hide.
     """
 
     def __init__(self, task: Task, compressor: dict[str, Any], ratio: float, exchange_mode: str,
-                 layout: WorkerLayout, seed: int, device: torch.device, bucket_mb: float = 25.0) -> None:
-        assert task.model is not None and layout.processes > 1
-        options = {key: value for key, value in compressor.items() if key != "_target_"}
-        self.state = SparseState(
-            compressor["_target_"], ratio, exchange=exchange_mode, seed=seed, min_compression_rate=0,
-            num_workers=layout.num_workers, model=task.model, **options,
-        )
-        self.dense = self.state.compressor_cls.dense
+                 layout: WorkerLayout, seed: int, device: torch.device, bucket_mb: float = 25.0,
+                 first_bucket_mb: float = 1.0) -> None:
+        assert task.flat is not None and layout.processes > 1
         self.task, self.layout, self.device = task, layout, device
-        # Gradients as views of the buckets would spare DDP's copy out of them, yet measured 5 to 8%
-        # slower per ResNet-18 forward and backward (one CPU thread, batch 32, two runs).
-        task.model = DistributedDataParallel(
-            task.model, gradient_as_bucket_view=False, bucket_cap_mb=bucket_mb, **_NO_SYNC,
-            device_ids=[device] if device.type == "cuda" else None,
-        )
-        self._rehearsing = True
-        task.model.register_comm_hook(self.state, self._hook)
-        self._rehearse()
-
-    def _hook(self, state, bucket):  # unannotated: DDP checks annotations as objects, and here they are strings
-        """:func:`~sparsetrain.ddp.sparse_hook`, or during :meth:`_rehearse` nothing at all."""
-        return completed(bucket.buffer()) if self._rehearsing else sparse_hook(state, bucket)
-
-    def _rehearse(self) -> None:
-        """One forward and backward that changes nothing and exchanges nothing, so that DDP
-        rebuilds its buckets (in the order gradients become ready) before the first real step.
-        Every step, of a fresh run or of a resumed one, then sees the same buckets, and a sparse
-        compressor's per-bucket selection resumes exactly."""
-        buffers = [b.clone() for b in self.task.model.buffers()]
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            self.task.local_gradient(0, 1)
-        with torch.no_grad():
-            for buffer, saved in zip(self.task.model.buffers(), buffers):
-                buffer.copy_(saved)
-        self.task.flat_grad.zero_()
-        self._rehearsing = False
+        self.dense = component_class(compressor["_target_"]).dense
+        module_order = {id(p): i for i, p in enumerate(task.model.parameters())}
+        cap, first_cap = (max(1, int(mb * 2**20) // 4) for mb in (bucket_mb, min(bucket_mb, first_bucket_mb)))
+        self.buckets = plan_buckets(task.flat, [module_order[id(p)] for p in task.flat.parameters], cap, first_cap)
+        self._bucket_of = [0] * len(task.flat.parameters)
+        for index, bucket in enumerate(self.buckets):
+            self._bucket_of[bucket.first : bucket.last] = [index] * (bucket.last - bucket.first)
+        self.compressors: list[Compressor] = [] if self.dense else [
+            build(compressor, dim=bucket.size, ratio=ratio, worker=layout.rank, num_workers=layout.num_workers,
+                  seed=seed, device=device)
+            for bucket in self.buckets
+        ]
+        self.exchanges = [
+            build_exchange(type(c), c.dim, c.k, layout, device, mode=exchange_mode,
+                           value_dtype=getattr(c, "value_dtype", torch.float32))
+            for c in self.compressors
+        ]
+        self.timer = ExchangeTimer()
 
     def __call__(self, step: int) -> Gradients:
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        self._step, self._next, self._in_flight, self._traffic = step, 0, [], []
+        self._unfilled = [bucket.last - bucket.first for bucket in self.buckets]
         last = self.layout.workers_per_process - 1
-        for local in range(last + 1):
-            with self.task.model.no_sync() if local < last else contextlib.nullcontext():
-                loss_sum += self.task.local_gradient(local, step, accumulate=local > 0).detach()
-        timing = self.state.timer.finish()  # backward has waited for every bucket's collective
-        live = self.state.live_compressors()  # a sparse bucket is its process's one worker's
-        means = tuple(sum(column) / len(live) for column in zip(*(c.stats() for c in live)))
-        return Gradients(loss_sum, self.state.last_comm, timing.select_ms, timing.exposed_ms, timing.busy_ms, means)
+        for local in range(last):  # earlier hosted workers' gradients add up in the parameters' .grad
+            loss_sum += self.task.local_gradient(local, step, accumulate=local > 0).detach()
+        with self.task.flat.streaming(self._filled):
+            loss_sum += self.task.local_gradient(last, step, accumulate=last > 0).detach()
+        if self._next < len(self.buckets):
+            unfilled = self.task.flat.parameters[self.buckets[self._next].first]
+            raise RuntimeError(f"backward left bucket {self._next} unfilled: every parameter needs a gradient "
+                               f"(one of shape {tuple(unfilled.shape)} may have none)")
+        for future in self._in_flight:
+            future.wait()
+        timing = self.timer.finish()
+        means = tuple(sum(column) / len(self.compressors) for column in zip(*(c.stats() for c in self.compressors)))
+        return Gradients(loss_sum, CommStats.combined(self._traffic), timing.select_ms, timing.exposed_ms,
+                         timing.busy_ms, means)
+
+    def _filled(self, parameter: int) -> None:
+        """Backward has copied ``parameter``'s gradient: start every bucket now due."""
+        self._unfilled[self._bucket_of[parameter]] -= 1
+        while self._next < len(self.buckets) and self._unfilled[self._next] == 0:
+            self._start(self._next)
+            self._next += 1
+
+    def _start(self, index: int) -> None:
+        bucket = self.buckets[index]
+        grad = self.task.flat_grad[bucket.start : bucket.end]
+        started = compressed_at = time.perf_counter()
+        if self.dense:
+            done, stats = mean_all_reduce_async(grad, self.layout.num_workers, self.layout.processes)
+        else:
+            self.exchanges[index].put(self.compressors[index].compress(grad, self._step))
+            compressed_at = time.perf_counter()
+            done, stats = self.exchanges[index].reduce_async(grad)  # the gradient is read: gbar lands in it
+        self._in_flight.append(self.timer.timed(started, compressed_at, done))
+        self._traffic.append(stats)
 
     @property
     def stat_names(self) -> tuple[str, ...]:
         """A compressor's statistics, averaged over the buckets."""
-        return self.state.compressor_cls.stat_names
+        return type(self.compressors[0]).stat_names if self.compressors else ()
 
     def observe(self, gbar: torch.Tensor) -> None:
-        """Done by the hook, bucket by bucket."""
+        for bucket, compressor in zip(self.buckets, self.compressors):
+            compressor.observe(gbar[bucket.start : bucket.end])
 
     def set_ratio(self, ratio: float) -> None:
-        self.state.set_ratio(ratio)
+        for compressor, exchange in zip(self.compressors, self.exchanges):
+            compressor.set_ratio(ratio)
+            exchange.k = compressor.k
 
     @property
     def k(self) -> int:
         """Entries one worker sends per step: the buckets' k summed (d for dense)."""
-        return self.task.dim if self.dense else sum(c.k for c in self.all_compressors())
+        return self.task.dim if self.dense else sum(c.k for c in self.compressors)
 
     def all_compressors(self) -> list[Compressor]:
-        return self.state.live_compressors()
+        return self.compressors
 
     def state_dict(self) -> list[dict[str, Any]]:
-        return [self.state.state_dict()]
+        return [c.state_dict() for c in self.compressors]
 
     def load_state_dict(self, states: list[dict[str, Any]]) -> None:
-        (state,) = states
-        self.state.load_state_dict(state)
+        for compressor, state in zip(self.compressors, states, strict=True):
+            compressor.load_state_dict(state)
 
 
 def build_gradients(
@@ -216,7 +269,7 @@ def build_gradients(
     device: torch.device,
 ) -> FlatGradients | OverlappedGradients:
     """The way ``compressor.scope`` asks for, where the task and the job allow it (see the module)."""
-    if compressor.get("scope") == "bucket" and task.model is not None and layout.processes > 1:
+    if compressor.get("scope") == "bucket" and task.flat is not None and layout.processes > 1:
         return OverlappedGradients(task, compressor, ratio, exchange_mode, layout, seed, device)
     compressors = [
         build(compressor, dim=task.dim, ratio=ratio, worker=worker, num_workers=layout.num_workers, seed=seed,

@@ -34,8 +34,8 @@ class NonfiniteGuard:
     """
 
     def __init__(self, policy: str, compressors: Callable[[], list[Compressor]], params: torch.Tensor) -> None:
-        """``compressors``: returns the compressors whose state to clean (built lazily, per bucket,
-        under ``compressor.scope=bucket``)."""
+        """``compressors``: returns the compressors whose state to clean (one per hosted worker, or
+        per bucket under ``compressor.scope=bucket``)."""
         self.policy = policy
         self.compressors = compressors
         self.params = params

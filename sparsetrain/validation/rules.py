@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from sparsetrain import components
-from sparsetrain.compressors.base import SCOPES, VALUE_DTYPES
+from sparsetrain.compressors.base import SCOPES
 from sparsetrain.config import DEFAULT_MODEL_BANDWIDTH
 from sparsetrain.errors import ConfigError, require
 from sparsetrain.launch import in_torchrun_worker
@@ -95,16 +95,10 @@ def check_momentum(job: dict[str, Any], compressor_cls: type) -> None:
 
 
 def check_scope(compressor: dict[str, Any], compressor_cls: type, dist: dict[str, Any]) -> None:
-    """``compressor.scope`` is one of SCOPES and ``compressor.value_dtype`` (sparse compressors) one
-    of VALUE_DTYPES; a sparse bucket is one worker's gradient, so a sparse compressor per bucket
-    needs one logical worker per process (after :func:`resolve_dist`)."""
+    """``compressor.scope`` is one of SCOPES; a sparse bucket is one worker's gradient, so a sparse
+    compressor per bucket needs one logical worker per process (after :func:`resolve_dist`)."""
     scope = compressor.get("scope", "model")
     require(scope in SCOPES, f"compressor.scope={scope!r} is not allowed: use one of {', '.join(SCOPES)}")
-    dtype = compressor.get("value_dtype", "float32")
-    require(
-        dtype in VALUE_DTYPES,
-        f"compressor.value_dtype={dtype!r} is not allowed: the exchange carries {', '.join(VALUE_DTYPES)}",
-    )
     hosted = dist["workers"] // (dist["nproc"] * dist["nnodes"])
     require(
         scope == "model" or compressor_cls.dense or hosted == 1,
