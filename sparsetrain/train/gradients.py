@@ -177,6 +177,8 @@ class OverlappedGradients:
         self.task, self.layout, self.device = task, layout, device
         self.dense = component_class(compressor["_target_"]).dense
         module_order = {id(p): i for i, p in enumerate(task.model.parameters())}
+        names = {id(p): name for name, p in task.model.named_parameters()}
+        self._names = [names[id(p)] for p in task.flat.parameters]
         cap, first_cap = (max(1, int(mb * 2**20) // 4) for mb in (bucket_mb, min(bucket_mb, first_bucket_mb)))
         self.buckets = plan_buckets(task.flat, [module_order[id(p)] for p in task.flat.parameters], cap, first_cap)
         self._bucket_of = [0] * len(task.flat.parameters)
@@ -204,9 +206,12 @@ class OverlappedGradients:
         with self.task.flat.streaming(self._filled):
             loss_sum += self.task.local_gradient(last, step, accumulate=last > 0).detach()
         if self._next < len(self.buckets):
-            unfilled = self.task.flat.parameters[self.buckets[self._next].first]
-            raise RuntimeError(f"backward left bucket {self._next} unfilled: every parameter needs a gradient "
-                               f"(one of shape {tuple(unfilled.shape)} may have none)")
+            bucket = self.buckets[self._next]
+            parameters = self.task.flat.parameters
+            missing = [self._names[i] for i in range(bucket.first, bucket.last) if parameters[i].grad is None]
+            raise RuntimeError(f"backward gave {', '.join(missing) or 'some parameter'} no gradient, so bucket "
+                               f"{self._next} never filled: every parameter of the network needs a gradient at "
+                               f"every step")
         for future in self._in_flight:
             future.wait()
         timing = self.timer.finish()
