@@ -47,8 +47,8 @@ class Stopwatch:
 class IterationTiming(NamedTuple):
     """Where one iteration's exchange time went, in ms, on this process.
 
-    select_ms: compressing buckets, inside the hooks (on backward's thread);
-    exposed_ms: from the last hook's return (backward has nothing left to compute) to the last
+    select_ms: compressing buckets (on backward's thread, as each is filled);
+    exposed_ms: from the last bucket's start (backward has nothing left to compute) to the last
         collective's completion: the exchange backward did not hide, at most ``busy_ms``;
     busy_ms: the time some bucket's collective was in flight (the union of their intervals).
     """
@@ -69,13 +69,13 @@ def union_ms(intervals: list[tuple[float, float]]) -> float:
 
 
 class ExchangeTimer:
-    """The hooks report each bucket (:meth:`timed`); after backward, :meth:`finish` gives the
-    iteration's :class:`IterationTiming`, also kept as ``last``."""
+    """Each bucket is reported as its collective starts (:meth:`timed`); after backward,
+    :meth:`finish` gives the iteration's :class:`IterationTiming`, also kept as ``last``."""
 
     def __init__(self) -> None:
         self._intervals: list[list[float]] = []
         self._select_s = 0.0
-        self._hooks_done = 0.0
+        self._last_started = 0.0
         self._unfinished = False
         self.last = IterationTiming(0.0, 0.0, 0.0)
 
@@ -92,7 +92,7 @@ class ExchangeTimer:
             interval[1] = time.perf_counter()
             return finished.value()
 
-        self._hooks_done = time.perf_counter()
+        self._last_started = time.perf_counter()
         return future.then(done)
 
     def iteration_ended(self) -> None:
@@ -104,9 +104,10 @@ class ExchangeTimer:
         which waits for them); starts the next iteration's. The next iteration's first bucket
         calls it when nobody did, so ``last`` is always the last finished iteration's."""
         intervals, self._intervals = self._intervals, []
-        last_done = max((end for _, end in intervals), default=self._hooks_done)
+        last_done = max((end for _, end in intervals), default=self._last_started)
         self.last = IterationTiming(
-            self._select_s * 1e3, max(0.0, last_done - self._hooks_done) * 1e3, union_ms([tuple(i) for i in intervals])
+            self._select_s * 1e3, max(0.0, last_done - self._last_started) * 1e3,
+            union_ms([tuple(i) for i in intervals]),
         )
         self._select_s, self._unfinished = 0.0, False
         return self.last
