@@ -109,8 +109,8 @@ def mean_all_reduce_async(tensor: torch.Tensor, num_workers: int, processes: int
     divided by the number of workers, in place, and its traffic. Divided after the sum by default,
     as :class:`DenseExchange` does (the same float32 result); ``divide_first`` as DDP does (against
     fp16 overflow)."""
-    stats = CommStats((allreduce(tensor.numel() * tensor.element_size(), num_workers),),
-                      float(tensor.numel() * tensor.element_size()), float(tensor.numel()), False)
+    nbytes = tensor.numel() * tensor.element_size()
+    stats = CommStats((allreduce(nbytes, num_workers),), float(nbytes), float(tensor.numel()), False)
     if divide_first:
         return all_reduce_async(tensor.div_(num_workers), processes, group), stats
     return all_reduce_async(tensor, processes, group).then(lambda done: done.value().div_(num_workers)), stats
@@ -206,7 +206,7 @@ class SparseExchange:
         if summed:
             for payload in payloads:
                 out.index_add_(0, payload.indices, payload.values.float())
-            done = all_reduce_async(out, processes, self.group).then(lambda summed: summed.value().div_(workers))
+            done = all_reduce_async(out, processes, self.group).then(lambda added: added.value().div_(workers))
             issued += (allreduce(4 * self.dim, workers),)
         elif width > 0:  # nobody sending anything is known to every process from the counts
             done = self._gather_and_add(payloads, counts, width, out)
