@@ -201,7 +201,17 @@ class SparseCompressor(Compressor):
         raise NotImplementedError
 
     def compress(self, grad: torch.Tensor, step: int) -> Payload:
-        acc = self.residual.add_(grad)
+        return self.compress_accumulated(step, add=grad)
+
+    def compress_accumulated(self, step: int, add: torch.Tensor | None = None) -> Payload:
+        """:meth:`compress` once this step's gradient is in the residual: ``add``, when given, is
+        added first (what :meth:`compress` does); None means the caller has added the gradient
+        into :attr:`residual` itself. ``scope=bucket`` adds each parameter's gradient there as
+        backward produces it, which saves writing the gradient to the flat buffer and reading it
+        back (:class:`~sparsetrain.train.gradients.OverlappedGradients`); it does so only where
+        :meth:`compress` is this class's, so a subclass that overrides :meth:`compress` (DGC's
+        momentum comes first) is given the gradient through it."""
+        acc = self.residual if add is None else self.residual.add_(add)
         return self.send(acc, self.select(acc, step))
 
     def send(self, acc: torch.Tensor, indices: torch.Tensor) -> Payload:
@@ -230,7 +240,8 @@ class ScanningCompressor(SparseCompressor):
     (:func:`~sparsetrain.compressors.selection.candidate_scan`).
 
     :meth:`compress` fuses that pass with error feedback's ``a = e + g``, so a step reads ``e``
-    and ``g`` once and writes ``e`` once before the O(k) work of the selection itself.
+    and ``g`` once and writes ``e`` once before the O(k) work of the selection itself (and
+    :meth:`compress_accumulated` of a residual that already holds ``a`` only reads it).
     Subclasses implement :meth:`select_scanned`; a subclass of theirs that overrides
     :meth:`select` instead (``class Mine(TopK): def select(...)``) gets the plain, unfused
     :meth:`SparseCompressor.compress`, which calls it.
@@ -238,10 +249,10 @@ class ScanningCompressor(SparseCompressor):
 
     scan_moments: ClassVar[bool] = False
 
-    def compress(self, grad: torch.Tensor, step: int) -> Payload:
+    def compress_accumulated(self, step: int, add: torch.Tensor | None = None) -> Payload:
         if type(self).select is not ScanningCompressor.select:
-            return super().compress(grad, step)
-        scan = candidate_scan(self.residual, self.k, add=grad, moments=self.scan_moments)
+            return super().compress_accumulated(step, add)
+        scan = candidate_scan(self.residual, self.k, add=add, moments=self.scan_moments)
         return self.send(self.residual, self.select_scanned(self.residual, scan, step))
 
     def select(self, acc: torch.Tensor, step: int) -> torch.Tensor:

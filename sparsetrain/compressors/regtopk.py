@@ -68,8 +68,8 @@ class RegTopK(ScanningCompressor):
         factors = self.weights() / self.unsent_weight
         return topk_magnitude_indices(acc, self.k, scaled=(self.prev_indices, factors), scan=scan)
 
-    def compress(self, grad: torch.Tensor, step: int) -> Payload:
-        payload = super().compress(grad, step)
+    def compress_accumulated(self, step: int, add: torch.Tensor | None = None) -> Payload:
+        payload = super().compress_accumulated(step, add)
         self.prev_indices, self.prev_sent = payload.indices, payload.values.float()
         return payload
 

@@ -12,7 +12,8 @@ the gradients, as autograd does (several logical workers' sum, in their order).
 
 Under :meth:`FlatModule.streaming` the same copy is made parameter by parameter, as soon as
 backward has accumulated each gradient, so that stretches of the flat gradient can be exchanged
-while backward goes on (:class:`~sparsetrain.train.gradients.OverlappedGradients`).
+while backward goes on (:class:`~sparsetrain.train.gradients.OverlappedGradients`), or each
+gradient is added into a buffer of the caller's instead (a compressor's residual).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class FlatModule:
     parameters: list[nn.Parameter]
     """In the flat buffers' order."""
     _on_ready: Callable[[int], None] | None = field(default=None, init=False, repr=False)
+    _add_into: list[torch.Tensor] | None = field(default=None, init=False, repr=False)
     _hooked: bool = field(default=False, init=False, repr=False)
 
     @property
@@ -62,10 +64,11 @@ class FlatModule:
             torch.cat([param.grad.reshape(-1) for param in self.parameters], out=self.grad)
 
     @contextlib.contextmanager
-    def streaming(self, on_ready: Callable[[int], None]) -> Iterator[None]:
+    def streaming(self, on_ready: Callable[[int], None], add_into: list[torch.Tensor] | None = None) -> Iterator[None]:
         """Within it, backward copies parameter ``i``'s gradient into its stretch of ``grad`` as
         soon as it has accumulated (a post-accumulate-grad hook), then calls ``on_ready(i)``;
-        :meth:`gather_grads` then has nothing left to do."""
+        :meth:`gather_grads` then has nothing left to do. With ``add_into``, the gradient is
+        added into ``add_into[i]`` (flat, its size) instead, and ``grad`` is left alone."""
         if not self._hooked:
             offsets = self.offsets
             for index, param in enumerate(self.parameters):
@@ -73,15 +76,18 @@ class FlatModule:
                     lambda param, index=index, part=self.grad[offsets[index] : offsets[index + 1]]:
                     self._accumulated(index, param, part))
             self._hooked = True
-        self._on_ready = on_ready
+        self._on_ready, self._add_into = on_ready, add_into
         try:
             yield
         finally:
-            self._on_ready = None
+            self._on_ready = self._add_into = None
 
     def _accumulated(self, index: int, param: nn.Parameter, part: torch.Tensor) -> None:
         if self._on_ready is not None:
-            part.copy_(param.grad.reshape(-1))
+            if self._add_into is None:
+                part.copy_(param.grad.reshape(-1))
+            else:
+                self._add_into[index].add_(param.grad.reshape(-1))
             self._on_ready(index)
 
 

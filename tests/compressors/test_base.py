@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sparsetrain.compressors import Dense, SparseCompressor, TopK, density_to_k
+from sparsetrain.compressors import Dense, GaussianK, RandomK, RegTopK, SparseCompressor, TopK, density_to_k
 
 
 @pytest.mark.parametrize(
@@ -77,6 +77,27 @@ def test_a_subclass_overriding_select_is_called():
     payload = compressor.compress(torch.tensor([1.0, -5.0, 0.5, 4.0, 0.0, 3.0]), 1)
     assert sorted(payload.indices.tolist()) == [2, 4]
     assert compressor.residual.tolist() == [1.0, -5.0, 0.0, 4.0, 0.0, 3.0]
+
+
+@pytest.mark.parametrize("cls", [TopK, GaussianK, RegTopK, RandomK, EveryThird])
+def test_compressing_a_residual_that_already_holds_the_gradient_is_compress(cls):
+    """``residual += g`` by the caller (scope=bucket, during backward), then compress_accumulated:
+    the same payloads and residuals as compress(g), bit for bit, over steps where the fast path
+    applies (d = 2**19); RegTop-k's memory of what it sent follows either way."""
+    gen = torch.Generator().manual_seed(0)
+    given, added = cls(dim=2**19, ratio=0.001, seed=3), cls(dim=2**19, ratio=0.001, seed=3)
+    signal = torch.randn(2**19, generator=gen)
+    signal[:600] *= 30  # more than k = 524 entries that stay the largest: RegTop-k's reweighting decides
+    for step in range(1, 5):
+        grad = signal + 0.1 * torch.randn(2**19, generator=gen)
+        expected = given.compress(grad, step)
+        added.residual.add_(grad)
+        payload = added.compress_accumulated(step)
+        assert torch.equal(payload.indices, expected.indices) and torch.equal(payload.values, expected.values)
+        assert torch.equal(added.residual, given.residual)
+        aggregate = torch.randn(2**19, generator=gen)
+        given.observe(aggregate)
+        added.observe(aggregate)
 
 
 def test_topk_sends_the_largest_accumulated_entries():

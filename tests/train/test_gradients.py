@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -136,12 +137,30 @@ def test_dense_per_bucket_gives_the_flat_aggregate_bit_for_bit(tmp_path, workers
     np.testing.assert_array_equal(overlapped, flat)
 
 
-def _topk_per_bucket(rank, nprocs, ratio, out_dir):
+class CountedTopK(TopK):
+    """Top-k counting how it was handed each step's gradient: added into its residual during
+    backward already, or to add now (through :meth:`compress`)."""
+
+    ways: ClassVar[dict[str, int]] = {"in residual": 0, "to add": 0}
+
+    def compress_accumulated(self, step, add=None):
+        CountedTopK.ways["in residual" if add is None else "to add"] += 1
+        return super().compress_accumulated(step, add)
+
+
+class GivenGradientTopK(CountedTopK):
+    """A compressor that overrides :meth:`compress` (as DGC does) is handed the gradient through it."""
+
+    def compress(self, grad, step):
+        return super().compress(grad, step)
+
+
+def _topk_per_bucket(rank, nprocs, ratio, target, out_dir):
     layout = WorkerLayout.create(rank, nprocs, None)
     device = torch.device("cpu")
     task = MLPTask(layout, device, seed=0)
     reference = MLPTask(layout, device, seed=0)  # plain autograd: each rank's own gradient
-    gradients = OverlappedGradients(task, {"_target_": "sparsetrain.compressors.TopK", "scope": "bucket"}, ratio,
+    gradients = OverlappedGradients(task, {"_target_": target, "scope": "bucket"}, ratio,
                                     "allgather", layout, 0, device, bucket_mb=BUCKET_MB)
     residual = torch.zeros(task.dim)
     worst, timings = 0.0, []
@@ -171,16 +190,23 @@ def _topk_per_bucket(rank, nprocs, ratio, out_dir):
         worst = max(worst, float((task.flat_grad - expected / nprocs).abs().max()))
         gradients.observe(task.flat_grad)
         task.flat_params.sub_(0.1 * task.flat_grad)
-    np.save(f"{out_dir}/{rank}.npy", np.array([worst, len(gradients.buckets), *np.ravel(timings)]))
+    ways = CountedTopK.ways
+    np.save(f"{out_dir}/{rank}.npy", np.array([worst, len(gradients.buckets), ways["in residual"],
+                                               ways["to add"], *np.ravel(timings)]))
 
 
-def test_topk_per_bucket_selects_each_buckets_k_largest(tmp_path):
+@pytest.mark.parametrize(("target", "in_residual"), [("CountedTopK", True), ("GivenGradientTopK", False)])
+def test_topk_per_bucket_selects_each_buckets_k_largest(tmp_path, target, in_residual):
     """Each bucket sends floor(ratio * its size) entries of its own |e + g|, the rest stays in the
-    residual, and the average of what the 2 workers sent is the aggregate."""
-    run_gloo(_topk_per_bucket, 2, 0.05, str(tmp_path))
+    residual, and the average of what the 2 workers sent is the aggregate: whether backward adds
+    each gradient into the bucket's residual (Top-k's own compress) or the compressor is handed
+    the bucket's gradient (a compress of its own)."""
+    run_gloo(_topk_per_bucket, 2, 0.05, f"{__name__}.{target}", str(tmp_path))
     for rank in range(2):
-        worst, buckets, *timings = np.load(tmp_path / f"{rank}.npy")
+        worst, buckets, in_residual_calls, to_add_calls, *timings = np.load(tmp_path / f"{rank}.npy")
         assert worst <= 1e-7 and buckets == 4
+        calls = STEPS * buckets
+        assert (in_residual_calls, to_add_calls) == ((calls, 0) if in_residual else (0, calls))
         for select_ms, comm_ms, comm_total_ms in np.reshape(timings, (-1, 3)):
             assert select_ms > 0 and 0 <= comm_ms <= comm_total_ms
 
