@@ -221,8 +221,8 @@ def measure_pairs(args: argparse.Namespace, tmp: Path) -> list[dict]:
             differences = paired["bucket_minus_model_ms"]
             rows.append({
                 "link": link, "ratio": ratio, "pairs": len(differences),
-                **{f"{scope}_ms": statistics.median(v) for scope, v in paired["step_ms"].items()},
-                "difference_ms": statistics.median(differences), "difference_ci95_ms": median_interval(differences),
+                **{f"{scope}_ms": median for scope, median in paired["median_ms"].items()},
+                "difference_ms": paired["median_difference_ms"], "difference_ci95_ms": median_interval(differences),
             })
             print(f"{link} topk {ratio} paired: {rows[-1]}", flush=True)
     return rows
