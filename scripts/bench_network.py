@@ -223,6 +223,7 @@ def measure_pairs(args: argparse.Namespace, tmp: Path) -> list[dict]:
                 "link": link, "ratio": ratio, "pairs": len(differences),
                 **{f"{scope}_ms": median for scope, median in paired["median_ms"].items()},
                 "difference_ms": paired["median_difference_ms"], "difference_ci95_ms": median_interval(differences),
+                "cpu_difference_ms": paired["median_cpu_difference_ms"], "warmup_pairs": paired["warmup"],
             })
             print(f"{link} topk {ratio} paired: {rows[-1]}", flush=True)
     return rows
@@ -288,18 +289,22 @@ def render_overlap(measured: dict, out: Path) -> None:
         "",
         "## Top-k per bucket against per model, paired steps",
         "",
-        f"`scripts/pair_scopes.py`: one job per link and ratio, {measured['pairs']} pairs of steps after 3 pairs of "
-        "warm-up, each pair one step per scope in the same two processes (the order swapping from pair to pair), "
-        "without per-step logging. The difference is bucket minus model, per pair (negative: per bucket is faster); "
-        "its median, with a 95% interval from the order statistics.",
+        f"`scripts/pair_scopes.py`: one job per link and ratio, {measured['pairs']} pairs of steps after "
+        f"{measured['paired'][0]['warmup_pairs']} pairs of warm-up, each pair one step per scope in the same two "
+        "processes (the order swapping from pair to pair), without per-step logging. The difference is bucket minus "
+        "model, per pair (negative: per bucket is faster); its median, with a 95% interval from the order "
+        "statistics. CPU: the same paired difference in each process's CPU time per step (all its threads), "
+        "process 0 / process 1: with both cores busy, CPU work that per bucket adds (its collectives, their "
+        "callbacks, the hooks) shows in the step time.",
         "",
-        "| link | ratio | scope=model (ms) | scope=bucket (ms) | bucket - model (ms) | 95% interval (ms) | pairs |",
-        "| --- | ---: | ---: | ---: | ---: | --- | ---: |",
+        "| link | ratio | scope=model (ms) | scope=bucket (ms) | bucket - model (ms) | 95% interval (ms) | CPU, bucket - model (ms) | pairs |",
+        "| --- | ---: | ---: | ---: | ---: | --- | --- | ---: |",
     ]
     for p in measured["paired"]:
         low, high = p["difference_ci95_ms"]
+        cpu = " / ".join(f"{d:+.1f}" for d in p["cpu_difference_ms"])
         lines.append(f"| {p['link']} | {p['ratio']} | {ms(p['model_ms'])} | {ms(p['bucket_ms'])} | "
-                     f"{p['difference_ms']:+.1f} | {low:+.1f} to {high:+.1f} | {p['pairs']} |")
+                     f"{p['difference_ms']:+.1f} | {low:+.1f} to {high:+.1f} | {cpu} | {p['pairs']} |")
     (out / "overlap.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

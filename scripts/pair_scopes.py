@@ -11,7 +11,9 @@ own compressors. Every pair of steps runs one of each, the order swapping from p
 drift and the order within a pair cancel; each step is the trainer's own
 :meth:`~sparsetrain.train.loop.Trainer.step`, timed as ``time/step_ms`` is, without the per-step
 logging. Rank 0 writes every step's time per scope and the paired differences (bucket minus model)
-to ``--json``.
+to ``--json``, and beside them each process's CPU time per step (all its threads: the collectives'
+and their callbacks' as well as the compute's), which says whether a difference in time is work
+done or waiting.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ def main() -> None:
         ways[scope] = (gradients, NonfiniteGuard(job.train.nonfinite, gradients.all_compressors, parts.task.flat_params))
     assert isinstance(ways["bucket"][0], OverlappedGradients), "this job runs flat whatever the scope"
     times: dict[str, list[float]] = {scope: [] for scope in SCOPES}
+    cpu: dict[str, list[float]] = {scope: [] for scope in SCOPES}
     split: dict[str, dict[str, list[float]]] = {scope: {"select_ms": [], "comm_ms": []} for scope in SCOPES}
     dist.barrier()
     step = 0
@@ -72,21 +75,28 @@ def main() -> None:
         for scope in SCOPES if pair % 2 == 0 else SCOPES[::-1]:
             step += 1
             parts.gradients, trainer.nonfinite = ways[scope]
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             result = trainer.step(step)
-            elapsed = 1e3 * (time.perf_counter() - started)
+            elapsed, cpu_elapsed = 1e3 * (time.perf_counter() - started), 1e3 * (time.process_time() - cpu_started)
             if pair >= args.warmup:
                 times[scope].append(elapsed)
+                cpu[scope].append(cpu_elapsed)
                 split[scope]["select_ms"].append(result.select_ms)
                 split[scope]["comm_ms"].append(result.comm_ms)
+    cpu_per_process: list[dict[str, list[float]]] = [{} for _ in range(world)]
+    dist.all_gather_object(cpu_per_process, cpu)
     if rank == 0:
         differences = [b - m for m, b in zip(times["model"], times["bucket"])]
         report = {
-            "overrides": overrides, "step_ms": times, "split": split, "bucket_minus_model_ms": differences,
+            "overrides": overrides, "warmup": args.warmup, "step_ms": times, "split": split,
+            "bucket_minus_model_ms": differences,
             "median_ms": {scope: statistics.median(v) for scope, v in times.items()},
             "median_difference_ms": statistics.median(differences),
+            "cpu_ms": cpu_per_process,
+            "median_cpu_difference_ms": [
+                statistics.median(b - m for m, b in zip(c["model"], c["bucket"])) for c in cpu_per_process],
         }
-        print(json.dumps({k: report[k] for k in ("median_ms", "median_difference_ms")}))
+        print(json.dumps({k: report[k] for k in ("median_ms", "median_difference_ms", "median_cpu_difference_ms")}))
         if args.json:
             Path(args.json).write_text(json.dumps(report) + "\n")
     dist.barrier()  # drain gloo's worker threads before exit (pytorch/pytorch#190489)
