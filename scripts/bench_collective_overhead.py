@@ -3,10 +3,10 @@
     torchrun --standalone --nproc-per-node 2 scripts/bench_collective_overhead.py --pairs 60
 
 ``scope=bucket`` replaces a step's one sparse exchange with one per bucket (four for ResNet-18,
-:mod:`sparsetrain.train.gradients`), carrying the same entries in all. Each exchange is a
-:class:`~sparsetrain.exchange.SparseExchange` round (zero its stretch, pack the payload, an
-asynchronous all-gather, the scatter-add in its completion callback), and costs CPU time whatever
-it carries: gloo's threads, the callbacks, the calls. On a machine whose cores are all computing
+:mod:`sparsetrain.train.gradients`), carrying the same entries in all. Each exchange is a Top-k
+compression of its stretch and a :class:`~sparsetrain.exchange.SparseExchange` round (zero the
+stretch, pack the payload, an asynchronous all-gather, the scatter-add in its completion callback),
+and costs CPU time whatever it carries: gloo's threads, the callbacks, the calls. On a machine whose cores are all computing
 that time is taken from the compute, and this is what per bucket has to win back by hiding the
 transfer. Here every step is a fixed compute (a loop of matrix products, one thread, about as long
 as a ResNet-18 step) with ``--buckets`` exchanges started at even intervals through it, against
