@@ -50,6 +50,8 @@ def main() -> None:
     parser.add_argument("--products", type=int, default=40, help="256x256 matrix products per compute chunk")
     parser.add_argument("--out", default="results/network")
     args = parser.parse_args()
+    if args.buckets < 2:
+        parser.error(f"--buckets={args.buckets}: compare one exchange with at least 2 (use --buckets 4, ResNet-18's)")
 
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
