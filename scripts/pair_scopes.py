@@ -7,7 +7,7 @@ Separate runs of one setting after the other drift apart on a shared machine (10
 minutes here) by more than the two scopes differ. Here both run in the same trainer, built from
 the ``sparsetrain`` overrides given: one task, one optimizer, and two ways of making the averaged
 gradient, ``scope=model`` and ``scope=bucket`` (:mod:`sparsetrain.train.gradients`), each with its
-own compressors. Every pair of steps runs one of each, the order swapping from pair to pair, so
+own compressors (the trainer's own for the job's scope, one more for the other). Every pair of steps runs one of each, the order swapping from pair to pair, so
 drift and the order within a pair cancel; each step is the trainer's own
 :meth:`~sparsetrain.train.loop.Trainer.step`, timed as ``time/step_ms`` is, without the per-step
 logging. Rank 0 writes every step's time per scope and the paired differences (bucket minus model)
@@ -60,8 +60,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(job, Path(run_dir), layout, device, local_world_size=world)
     parts = trainer.parts
-    ways = {}
-    for scope in SCOPES:
+    ways = {job.compressor["scope"]: (parts.gradients, trainer.nonfinite)}  # the job's own, and the other
+    for scope in set(SCOPES) - set(ways):
         gradients = build_gradients({**job.compressor, "scope": scope}, job.ratio, job.exchange, parts.task, layout,
                                     job.seed, device)
         ways[scope] = (gradients, NonfiniteGuard(job.train.nonfinite, gradients.all_compressors, parts.task.flat_params))

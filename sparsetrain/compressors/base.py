@@ -136,6 +136,12 @@ class Compressor:
         """Return what this worker sends for its flat local gradient ``grad`` (d float32)."""
         raise NotImplementedError
 
+    @classmethod
+    def takes_gradient_in_residual(cls) -> bool:
+        """Whether a caller may add the gradient into ``residual`` itself and then call
+        ``compress_accumulated(step)`` instead of ``compress(grad, step)`` (no: no residual)."""
+        return False
+
     def stats(self) -> tuple[float, ...]:
         """The last :meth:`compress` call's own statistics, one value per ``stat_names`` entry."""
         return ()
@@ -203,14 +209,19 @@ class SparseCompressor(Compressor):
     def compress(self, grad: torch.Tensor, step: int) -> Payload:
         return self.compress_accumulated(step, add=grad)
 
+    @classmethod
+    def takes_gradient_in_residual(cls) -> bool:
+        """Yes where :meth:`compress` is plain error feedback, this class's ``e += g`` then select.
+        A subclass that overrides :meth:`compress` (DGC: momentum comes first) is given the
+        gradient through it."""
+        return cls.compress is SparseCompressor.compress
+
     def compress_accumulated(self, step: int, add: torch.Tensor | None = None) -> Payload:
         """:meth:`compress` once this step's gradient is in the residual: ``add``, when given, is
         added first (what :meth:`compress` does); None means the caller has added the gradient
-        into :attr:`residual` itself. ``scope=bucket`` adds each parameter's gradient there as
-        backward produces it, which saves writing the gradient to the flat buffer and reading it
-        back (:class:`~sparsetrain.train.gradients.OverlappedGradients`); it does so only where
-        :meth:`compress` is this class's, so a subclass that overrides :meth:`compress` (DGC's
-        momentum comes first) is given the gradient through it."""
+        into :attr:`residual` itself (:meth:`takes_gradient_in_residual`). ``scope=bucket`` adds
+        each parameter's gradient there as backward produces it, which saves writing the gradient
+        to the flat buffer and reading it back (:class:`~sparsetrain.train.gradients.OverlappedGradients`)."""
         acc = self.residual if add is None else self.residual.add_(add)
         return self.send(acc, self.select(acc, step))
 

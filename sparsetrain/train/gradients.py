@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 from sparsetrain.components import build, component_class
-from sparsetrain.compressors.base import Compressor, SparseCompressor
+from sparsetrain.compressors.base import Compressor
 from sparsetrain.exchange import CommStats, build_exchange, mean_all_reduce_async
 from sparsetrain.layout import WorkerLayout
 from sparsetrain.tasks.base import Task
@@ -169,9 +169,9 @@ class OverlappedGradients:
     design) copied every gradient into its buckets and back out: dense ResNet-18 on 2 CPU processes
     went from 1.046x plain DDP's step to 0.998x at 1 Gbit/s (``results/network/overlap.md``).
 
-    A sparse compressor whose :meth:`~sparsetrain.compressors.base.SparseCompressor.compress` is
-    plain error feedback (``e += g``, then select: all but DGC) gets each gradient added straight
-    into its residual instead, and compresses what is there
+    A sparse compressor whose ``compress`` is plain error feedback (``e += g``, then select: all but
+    DGC, :meth:`~sparsetrain.compressors.base.Compressor.takes_gradient_in_residual`) gets each
+    gradient added straight into its residual instead, and compresses what is there
     (:meth:`~sparsetrain.compressors.base.SparseCompressor.compress_accumulated`): the same floats,
     without writing the gradient to the flat buffer and reading it back, a pass over 45 MB each for
     ResNet-18 that would otherwise run in the middle of backward.
@@ -196,8 +196,7 @@ class OverlappedGradients:
                   seed=seed, device=device)
             for bucket in self.buckets
         ]
-        self._adds_into_residuals = not self.dense and all(
-            type(c).compress is SparseCompressor.compress for c in self.compressors)
+        self._adds_into_residuals = not self.dense and all(c.takes_gradient_in_residual() for c in self.compressors)
         offsets = task.flat.offsets
         self._residual_stretch = [(b, offsets[i] - self.buckets[b].start, offsets[i + 1] - self.buckets[b].start)
                                   for i, b in enumerate(self._bucket_of)]

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sparsetrain.compressors import Dense, GaussianK, RandomK, RegTopK, SparseCompressor, TopK, density_to_k
+from sparsetrain.compressors import DGC, Dense, GaussianK, RandomK, RegTopK, SparseCompressor, TopK, density_to_k
 
 
 @pytest.mark.parametrize(
@@ -77,6 +77,21 @@ def test_a_subclass_overriding_select_is_called():
     payload = compressor.compress(torch.tensor([1.0, -5.0, 0.5, 4.0, 0.0, 3.0]), 1)
     assert sorted(payload.indices.tolist()) == [2, 4]
     assert compressor.residual.tolist() == [1.0, -5.0, 0.0, 4.0, 0.0, 3.0]
+
+
+class MomentumFirst(TopK):
+    """Overrides compress, as DGC does: its gradient must go through it."""
+
+    def compress(self, grad, step):
+        return super().compress(grad.mul(2.0), step)
+
+
+@pytest.mark.parametrize(("cls", "takes"), [(TopK, True), (GaussianK, True), (RegTopK, True), (RandomK, True),
+                                            (EveryThird, True), (DGC, False), (MomentumFirst, False),
+                                            (Dense, False)])
+def test_only_plain_error_feedback_takes_the_gradient_in_its_residual(cls, takes):
+    """scope=bucket adds the gradient into the residual only where compress is e += g then select."""
+    assert cls.takes_gradient_in_residual() is takes
 
 
 @pytest.mark.parametrize("cls", [TopK, GaussianK, RegTopK, RandomK, EveryThird])
