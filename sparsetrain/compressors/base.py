@@ -97,15 +97,21 @@ class Compressor:
         seed: int = 0,
         device: torch.device | str = "cpu",
         scope: str = "model",
+        bucket_mb: float = 25.0,
     ) -> None:
         """``scope`` (a config key of every compressor): ``model`` selects from the whole model's
         gradient once backward has finished, as the papers do; ``bucket`` selects from each bucket
         of it (k in proportion to its size) while backward goes on, so the exchange overlaps it
-        (:mod:`sparsetrain.train.gradients`)."""
+        (:mod:`sparsetrain.train.gradients`). ``bucket_mb``: a bucket's size then, in MB of float32
+        gradient (DDP's ``bucket_cap_mb``, and its default; the first bucket holds at most 1 MB).
+        Larger buckets mean fewer exchanges, each of which costs a process CPU time
+        (``results/network/collective_overhead.md``), and less of the exchange hidden."""
         if not 0 < ratio <= 1:
             raise ValueError(f"ratio must be in (0, 1], got {ratio}")
         if scope not in SCOPES:
             raise ValueError(f"compressor.scope={scope!r} is not allowed: use one of {', '.join(SCOPES)}")
+        if not bucket_mb > 0:
+            raise ValueError(f"compressor.bucket_mb={bucket_mb!r} is not allowed: use a size in MB > 0")
         self.dim = dim
         self.set_ratio(ratio)
         self.worker = worker
@@ -113,6 +119,7 @@ class Compressor:
         self.seed = seed
         self.device = torch.device(device)
         self.scope = scope
+        self.bucket_mb = bucket_mb
 
     def set_ratio(self, ratio: float) -> None:
         """Send ``k = density_to_k(ratio, dim)`` entries from now on (the density warm-up,

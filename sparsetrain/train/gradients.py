@@ -7,11 +7,11 @@ Two ways, chosen by ``compressor.scope`` (:func:`build_gradients`):
   (:mod:`sparsetrain.exchange`). This is the papers' selection: k of all d entries, chosen once
   backward has finished, so the exchange waits for the whole of backward.
 * :class:`OverlappedGradients` (``scope=bucket``, dense's default): the flat gradient is cut into
-  buckets of whole parameters (25 MB and a first 1 MB, :func:`plan_buckets`), and each is exchanged as soon as
-  backward has filled it, while backward goes on with the rest, as PyTorch DDP does with its
-  all-reduce. A sparse compressor selects per bucket, with its own residual and
-  ``k = floor(ratio * bucket size)``: the same density, but the k largest of each bucket rather
-  than of the model, a different selection from the papers'.
+  buckets of whole parameters (``compressor.bucket_mb``, 25 MB, and a first 1 MB,
+  :func:`plan_buckets`), and each is exchanged as soon as backward has filled it, while backward
+  goes on with the rest, as PyTorch DDP does with its all-reduce. A sparse compressor selects per
+  bucket, with its own residual and ``k = floor(ratio * bucket size)``: the same density, but the
+  k largest of each bucket rather than of the model, a different selection from the papers'.
 
 Dense gives the same aggregate either way. Hosted workers before the last add their gradients up
 in the parameters' ``.grad`` (the same float32 sum, in worker order, as the flat exchange); each
@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from sparsetrain.components import build, component_class
+from sparsetrain.components import build, component_class, options
 from sparsetrain.compressors.base import Compressor
 from sparsetrain.exchange import CommStats, build_exchange, mean_all_reduce_async
 from sparsetrain.layout import WorkerLayout
@@ -178,11 +178,12 @@ class OverlappedGradients:
     """
 
     def __init__(self, task: Task, compressor: dict[str, Any], ratio: float, exchange_mode: str,
-                 layout: WorkerLayout, seed: int, device: torch.device, bucket_mb: float = 25.0,
-                 first_bucket_mb: float = 1.0) -> None:
+                 layout: WorkerLayout, seed: int, device: torch.device, first_bucket_mb: float = 1.0) -> None:
         assert task.flat is not None and layout.processes > 1
         self.task, self.layout, self.device = task, layout, device
-        self.dense = component_class(compressor["_target_"]).dense
+        compressor_cls = component_class(compressor["_target_"])
+        self.dense = compressor_cls.dense
+        bucket_mb = compressor.get("bucket_mb", options(compressor_cls)["bucket_mb"].default)
         module_order = {id(p): i for i, p in enumerate(task.model.parameters())}
         names = {id(p): name for name, p in task.model.named_parameters()}
         self._names = [names[id(p)] for p in task.flat.parameters]

@@ -95,10 +95,14 @@ def check_momentum(job: dict[str, Any], compressor_cls: type) -> None:
 
 
 def check_scope(compressor: dict[str, Any], compressor_cls: type, dist: dict[str, Any]) -> None:
-    """``compressor.scope`` is one of SCOPES; a sparse bucket is one worker's gradient, so a sparse
-    compressor per bucket needs one logical worker per process (after :func:`resolve_dist`)."""
+    """``compressor.scope`` is one of SCOPES and ``compressor.bucket_mb`` a size; a sparse bucket is
+    one worker's gradient, so a sparse compressor per bucket needs one logical worker per process
+    (after :func:`resolve_dist`)."""
     scope = compressor.get("scope", "model")
     require(scope in SCOPES, f"compressor.scope={scope!r} is not allowed: use one of {', '.join(SCOPES)}")
+    bucket_mb = compressor.get("bucket_mb")
+    require(bucket_mb is None or bucket_mb > 0,
+            f"compressor.bucket_mb={bucket_mb!r} is not allowed: use a size in MB > 0")
     hosted = dist["workers"] // (dist["nproc"] * dist["nnodes"])
     require(
         scope == "model" or compressor_cls.dense or hosted == 1,

@@ -112,8 +112,8 @@ def _dense_both_ways(rank, nprocs, workers, network, out_dir):
     flat_task = MLPTask(layout, device, seed=0, network=network)
     flat = FlatGradients(flat_task, [Dense(flat_task.dim) for _ in layout.worker_ids], "auto", layout, device)
     task = MLPTask(layout, device, seed=0, network=network)
-    overlapped = OverlappedGradients(task, {"_target_": "sparsetrain.compressors.Dense"}, 1.0, "auto", layout, 0,
-                                     device, bucket_mb=BUCKET_MB)
+    overlapped = OverlappedGradients(task, {"_target_": "sparsetrain.compressors.Dense", "bucket_mb": BUCKET_MB},
+                                     1.0, "auto", layout, 0, device)
     np.save(f"{out_dir}/{rank}.npy", np.stack([np.stack(_train(flat, flat_task)), np.stack(_train(overlapped, task))]))
     chosen = build_gradients({"_target_": "sparsetrain.compressors.Dense", "scope": "bucket"}, 1.0, "auto",
                              MLPTask(layout, device, seed=0, network=network), layout, 0, device)
@@ -160,8 +160,8 @@ def _topk_per_bucket(rank, nprocs, ratio, target, out_dir):
     device = torch.device("cpu")
     task = MLPTask(layout, device, seed=0)
     reference = MLPTask(layout, device, seed=0)  # plain autograd: each rank's own gradient
-    gradients = OverlappedGradients(task, {"_target_": target, "scope": "bucket"}, ratio,
-                                    "allgather", layout, 0, device, bucket_mb=BUCKET_MB)
+    gradients = OverlappedGradients(task, {"_target_": target, "scope": "bucket", "bucket_mb": BUCKET_MB},
+                                    ratio, "allgather", layout, 0, device)
     residual = torch.zeros(task.dim)
     worst, timings = 0.0, []
     for step in range(1, STEPS + 1):
@@ -214,8 +214,8 @@ def test_topk_per_bucket_selects_each_buckets_k_largest(tmp_path, target, in_res
 def _unfilled(rank, nprocs, out_dir):
     layout = WorkerLayout.create(rank, nprocs, None)
     task = MLPTask(layout, torch.device("cpu"), seed=0, network=Unused)
-    gradients = OverlappedGradients(task, {"_target_": "sparsetrain.compressors.Dense"}, 1.0, "auto", layout, 0,
-                                    torch.device("cpu"), bucket_mb=BUCKET_MB)
+    gradients = OverlappedGradients(task, {"_target_": "sparsetrain.compressors.Dense", "bucket_mb": BUCKET_MB},
+                                    1.0, "auto", layout, 0, torch.device("cpu"))
     with pytest.raises(RuntimeError) as error:
         gradients(1)
     (Path(out_dir) / f"{rank}.txt").write_text(str(error.value))
