@@ -38,7 +38,7 @@ BAD = [
     # a preset cannot hand one compressor's key to another
     ("compressor=topk compressor.mu=3", "compressor.mu is not a key of compressor=topk: topk takes value_dtype, scope, bucket_mb"),
     ("compressor.scope=layer", "compressor.scope='layer' is not allowed: use one of model, bucket"),
-    ("compressor=topk compressor.bucket_mb=0", "compressor.bucket_mb=0.0 is not allowed: use a size in MB > 0"),
+    ("compressor=topk compressor.bucket_mb=0", "compressor.bucket_mb=0.0 is not allowed: use a number > 0"),
     ("ratio_warmup=[0.5,0.0]", "ratio_warmup=[0.5, 0.0] is not allowed: use a list of densities in (0, 1]"),
     ("ratio_warmup=[0.5,1.5]", "ratio_warmup=[0.5, 1.5] is not allowed: use a list of densities in (0, 1]"),
     ("compressor=dense ratio_warmup=[0.5]", "compressor=dense sends everything: drop ratio_warmup"),

@@ -27,7 +27,7 @@ import torch
 
 from sparsetrain.compressors.kernels import Scan
 from sparsetrain.compressors.selection import candidate_scan
-from sparsetrain.errors import ConfigError
+from sparsetrain.errors import ConfigError, check_number
 
 __all__ = ["SCOPES", "VALUE_DTYPES", "Compressor", "Payload", "ScanningCompressor", "SparseCompressor", "density_to_k"]
 
@@ -110,8 +110,7 @@ class Compressor:
             raise ValueError(f"ratio must be in (0, 1], got {ratio}")
         if scope not in SCOPES:
             raise ValueError(f"compressor.scope={scope!r} is not allowed: use one of {', '.join(SCOPES)}")
-        if not bucket_mb > 0:
-            raise ValueError(f"compressor.bucket_mb={bucket_mb!r} is not allowed: use a size in MB > 0")
+        check_number("compressor.bucket_mb", bucket_mb, 0, low_open=True)
         self.dim = dim
         self.set_ratio(ratio)
         self.worker = worker

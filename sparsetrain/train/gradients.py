@@ -183,7 +183,7 @@ class OverlappedGradients:
         self.task, self.layout, self.device = task, layout, device
         compressor_cls = component_class(compressor["_target_"])
         self.dense = compressor_cls.dense
-        bucket_mb = compressor.get("bucket_mb", options(compressor_cls)["bucket_mb"].default)
+        bucket_mb = compressor["bucket_mb"] if "bucket_mb" in compressor else options(compressor_cls)["bucket_mb"].default
         module_order = {id(p): i for i, p in enumerate(task.model.parameters())}
         names = {id(p): name for name, p in task.model.named_parameters()}
         self._names = [names[id(p)] for p in task.flat.parameters]

@@ -12,7 +12,7 @@ from typing import Any
 from sparsetrain import components
 from sparsetrain.compressors.base import SCOPES
 from sparsetrain.config import DEFAULT_MODEL_BANDWIDTH
-from sparsetrain.errors import ConfigError, require
+from sparsetrain.errors import ConfigError, check_number, require
 from sparsetrain.launch import in_torchrun_worker
 from sparsetrain.net import shaping
 from sparsetrain.net.cost import RATE_EXAMPLE, parse_rate
@@ -100,9 +100,8 @@ def check_scope(compressor: dict[str, Any], compressor_cls: type, dist: dict[str
     (after :func:`resolve_dist`)."""
     scope = compressor.get("scope", "model")
     require(scope in SCOPES, f"compressor.scope={scope!r} is not allowed: use one of {', '.join(SCOPES)}")
-    bucket_mb = compressor.get("bucket_mb")
-    require(bucket_mb is None or bucket_mb > 0,
-            f"compressor.bucket_mb={bucket_mb!r} is not allowed: use a size in MB > 0")
+    if "bucket_mb" in compressor:
+        check_number("compressor.bucket_mb", compressor["bucket_mb"], 0, low_open=True)
     hosted = dist["workers"] // (dist["nproc"] * dist["nnodes"])
     require(
         scope == "model" or compressor_cls.dense or hosted == 1,
